@@ -1,0 +1,178 @@
+"""Texts -> word-piece ids: the tokenizer, truncation, the TFRecord cache and `input_fn_builder`.
+
+Records hold *unpadded* ids; batches are padded to their longest member at read time
+(and, in training, grouped by length), so no compute is spent on padding.
+"""
+import hashlib
+import json
+import logging
+import os
+
+from errors import UserError
+from tf_compat import tf, tokenization
+
+log = logging.getLogger(__name__)
+
+TRUNCATIONS = ("head", "head+tail")
+# "How to Fine-Tune BERT for Text Classification" (Sun et al. 2019) keeps 128 head and
+# 382 tail tokens of 510: the best of their truncation schemes on long documents.
+HEAD_SHARE_OF_HEAD_TAIL = 128.0 / 510.0
+FEATURES_VERSION = 1  # bump when the record layout changes, to retire old caches
+
+
+# --- tokenizer ---------------------------------------------------------------------------
+
+def vocab_is_cased(vocab_file):
+    """True when the vocab holds upper-case word pieces (a cased model's vocab)."""
+    with open(vocab_file, encoding="utf-8") as handle:
+        for line in handle:
+            token = line.strip()
+            if not token.startswith("[") and token != token.lower():
+                return True
+    return False
+
+
+def resolve_do_lower_case(setting, vocab_file, init_checkpoint=None):
+    """`auto` follows the vocab; an explicit true/false must agree with it."""
+    if not os.path.isfile(vocab_file):
+        raise UserError("vocab file not found: %s" % vocab_file)
+    cased = vocab_is_cased(vocab_file)
+    if setting == "auto":
+        return not cased
+    lower = setting == "true"
+    if lower == cased:
+        raise UserError(
+            "%s is %s but --do-lower-case=%s; use --do-lower-case=%s (or auto)"
+            % (vocab_file, "cased" if cased else "lower-cased", setting, "false" if cased else "true"))
+    try:
+        tokenization.validate_case_matches_checkpoint(lower, init_checkpoint)
+    except ValueError as exc:
+        raise UserError(str(exc).strip().splitlines()[0])
+    return lower
+
+
+def build_tokenizer(vocab_file, do_lower_case):
+    return tokenization.FullTokenizer(vocab_file=vocab_file, do_lower_case=do_lower_case)
+
+
+class TextEncoder(object):
+    """One text -> `[CLS] tokens [SEP]` ids, truncated the same way in training and serving."""
+
+    def __init__(self, tokenizer, max_seq_length, truncate="head"):
+        if truncate not in TRUNCATIONS:
+            raise UserError("--truncate must be one of %s, not %r" % (", ".join(TRUNCATIONS), truncate))
+        if max_seq_length < 3:
+            raise UserError("--max-seq-length must be at least 3, not %d" % max_seq_length)
+        self.tokenizer = tokenizer
+        self.max_seq_length = max_seq_length
+        self.truncate = truncate
+        self._cls_sep = tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]"])
+
+    def truncated(self, tokens):
+        budget = self.max_seq_length - 2
+        if len(tokens) <= budget:
+            return tokens
+        if self.truncate == "head":
+            return tokens[:budget]
+        head = int(round(budget * HEAD_SHARE_OF_HEAD_TAIL))
+        return tokens[:head] + tokens[len(tokens) - (budget - head):]
+
+    def encode(self, text):
+        tokens = self.truncated(self.tokenizer.tokenize(text))
+        cls_id, sep_id = self._cls_sep
+        return [cls_id] + self.tokenizer.convert_tokens_to_ids(tokens) + [sep_id]
+
+
+# --- TFRecord cache ------------------------------------------------------------------------
+
+def cache_key(frame, vocab_file, encoder, labels, do_lower_case):
+    """Everything that changes the records: the rows, vocab, length, case, truncation, labels."""
+    digest = hashlib.sha256()
+    digest.update(frame.to_csv(index=False).encode("utf-8"))
+    with open(vocab_file, "rb") as handle:
+        digest.update(handle.read())
+    digest.update(json.dumps([FEATURES_VERSION, encoder.max_seq_length, do_lower_case,
+                              encoder.truncate, list(labels)]).encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def write_records(frame, labels, encoder, path):
+    """Tokenize `frame` into `path`, via a temp name so an interrupted write is never reused."""
+    label_to_id = {label: i for i, label in enumerate(labels)}
+    tmp_path = "%s.tmp-%d" % (path, os.getpid())
+    lengths = []
+    with tf.io.TFRecordWriter(tmp_path) as writer:
+        for text, label in zip(frame["text"], frame["label"]):
+            ids = encoder.encode(text)
+            lengths.append(len(ids))
+            example = tf.train.Example(features=tf.train.Features(feature={
+                "input_ids": tf.train.Feature(int64_list=tf.train.Int64List(value=ids)),
+                "label_ids": tf.train.Feature(int64_list=tf.train.Int64List(value=[label_to_id[label]])),
+            }))
+            writer.write(example.SerializeToString())
+    os.replace(tmp_path, path)
+    return lengths
+
+
+def cached_records(frame, labels, encoder, vocab_file, do_lower_case, cache_dir, split_name):
+    """Path of the split's TFRecord file, written only when no cache with the same key exists."""
+    os.makedirs(cache_dir, exist_ok=True)
+    key = cache_key(frame, vocab_file, encoder, labels, do_lower_case)
+    path = os.path.join(cache_dir, "%s-%s.tfrecord" % (split_name, key))
+    if os.path.exists(path):
+        log.info("features: reusing %s", path)
+    else:
+        lengths = write_records(frame, labels, encoder, path)
+        log.info("features: wrote %d %s records to %s (mean %.1f word pieces, %d truncated)",
+                 len(lengths), split_name, path, sum(lengths) / max(1, len(lengths)),
+                 sum(1 for n in lengths if n >= encoder.max_seq_length))
+    return path
+
+
+# --- input_fn ---------------------------------------------------------------------------
+
+def _parse_record(serialized):
+    parsed = tf.parse_single_example(serialized, {
+        "input_ids": tf.VarLenFeature(tf.int64),
+        "label_ids": tf.FixedLenFeature([], tf.int64),
+    })
+    input_ids = tf.cast(tf.sparse.to_dense(parsed["input_ids"]), tf.int32)
+    features = {
+        "input_ids": input_ids,
+        "input_mask": tf.ones_like(input_ids),
+        "segment_ids": tf.zeros_like(input_ids),
+    }
+    return features, tf.cast(parsed["label_ids"], tf.int32)
+
+
+def bucket_boundaries(max_seq_length, step=16):
+    return list(range(step, max_seq_length, step))
+
+
+def input_fn_builder(record_file, batch_size, is_training, max_seq_length,
+                     length_bucketing=True, pad_to_max=False, seed=None):
+    """`input_fn` for the estimator: (features, label_ids) batches from one TFRecord file.
+
+    Training shuffles, repeats and (with `length_bucketing`) batches texts of similar length
+    together. `pad_to_max` pads every batch to max_seq_length: the original's way, kept for
+    benchmarks.
+    """
+    seq_shape = [max_seq_length if pad_to_max else None]
+    padded_shapes = ({"input_ids": seq_shape, "input_mask": seq_shape, "segment_ids": seq_shape}, [])
+
+    def input_fn(params=None):
+        dataset = tf.data.TFRecordDataset(record_file)
+        if is_training:
+            dataset = dataset.shuffle(buffer_size=10000, seed=seed, reshuffle_each_iteration=True).repeat()
+        dataset = dataset.map(_parse_record, num_parallel_calls=2)
+        if is_training and length_bucketing and not pad_to_max:
+            boundaries = bucket_boundaries(max_seq_length)
+            dataset = dataset.apply(tf.data.experimental.bucket_by_sequence_length(
+                element_length_func=lambda features, label: tf.shape(features["input_ids"])[0],
+                bucket_boundaries=boundaries,
+                bucket_batch_sizes=[batch_size] * (len(boundaries) + 1)))
+        else:
+            dataset = dataset.padded_batch(batch_size, padded_shapes=padded_shapes)
+        return dataset.prefetch(2)
+
+    return input_fn

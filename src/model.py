@@ -1,0 +1,145 @@
+"""`model_fn_builder`: bert's BertModel + run_classifier's softmax head + bert's AdamW optimizer."""
+import logging
+import math
+import os
+import time
+
+from errors import UserError
+from tf_compat import modeling, optimization, run_classifier, tf
+
+log = logging.getLogger(__name__)
+
+EXACT_GELU = "gelu_exact"  # bert's "gelu" is the tanh approximation; MiniLM was trained with erf
+
+
+def exact_gelu(x):
+    return 0.5 * x * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
+
+
+def load_bert_config(path):
+    """bert's BertConfig, with our one extension: hidden_act "gelu_exact" (the erf form)."""
+    if not os.path.isfile(path):
+        raise UserError("bert config not found: %s" % path)
+    try:
+        config = modeling.BertConfig.from_json_file(path)
+    except (ValueError, TypeError) as exc:
+        raise UserError("%s is not a valid bert_config.json: %s" % (path, exc))
+    if config.hidden_act == EXACT_GELU:
+        config.hidden_act = exact_gelu
+    return config
+
+
+def bert_config_dict(config):
+    """A JSON-safe copy of the config (the callable activation written back by name)."""
+    data = config.to_dict()
+    if callable(data["hidden_act"]):
+        data["hidden_act"] = EXACT_GELU
+    return data
+
+
+def create_classifier(bert_config, is_training, features, labels, num_labels):
+    """(loss, per_example_loss, logits, probabilities) from run_classifier's `create_model`.
+
+    `create_model` always computes a loss; with no labels (serving) it gets zeros and the
+    loss is simply not used.
+    """
+    if labels is None:
+        labels = tf.zeros_like(features["input_ids"][:, 0])
+    return run_classifier.create_model(
+        bert_config, is_training, features["input_ids"], features["input_mask"],
+        features["segment_ids"], labels, num_labels, use_one_hot_embeddings=False)
+
+
+def warm_start_from(init_checkpoint):
+    """Point every variable that the checkpoint also has at its value there (bert's way)."""
+    if not init_checkpoint:
+        return 0
+    assignment_map, initialized = modeling.get_assignment_map_from_checkpoint(
+        tf.trainable_variables(), init_checkpoint)
+    tf.train.init_from_checkpoint(init_checkpoint, assignment_map)
+    return len(initialized) // 2  # the map holds each name twice (with and without ":0")
+
+
+def streaming_macro_f1(labels, predictions, num_labels):
+    """(value, update_op) of macro-F1 over the whole eval set, via a running confusion matrix."""
+    matrix = tf.Variable(tf.zeros([num_labels, num_labels], tf.float64), trainable=False,
+                         name="macro_f1_confusion", collections=[tf.GraphKeys.LOCAL_VARIABLES])
+    update = tf.assign_add(matrix, tf.cast(tf.math.confusion_matrix(
+        labels, predictions, num_classes=num_labels), tf.float64))
+
+    def macro_f1(cm):
+        true_pos = tf.linalg.diag_part(cm)
+        precision = tf.math.divide_no_nan(true_pos, tf.reduce_sum(cm, axis=0))
+        recall = tf.math.divide_no_nan(true_pos, tf.reduce_sum(cm, axis=1))
+        f1 = tf.math.divide_no_nan(2 * precision * recall, precision + recall)
+        return tf.reduce_mean(f1)
+
+    return macro_f1(matrix), macro_f1(update)
+
+
+class ProgressHook(tf.train.SessionRunHook):
+    """Logs one line every `every_n` steps: step, loss, examples/s and the time left.
+
+    Only time inside training steps counts, so evaluations in between do not skew the rate.
+    """
+
+    def __init__(self, loss, batch_size, total_steps, every_n):
+        self._loss, self._batch_size = loss, batch_size
+        self._total_steps, self._every_n = total_steps, every_n
+
+    def begin(self):
+        self._global_step = tf.train.get_global_step()
+        self._step = None
+        self._steps_since, self._busy_since = 0, 0.0
+
+    def before_run(self, run_context):
+        self._started = time.time()
+        return tf.train.SessionRunArgs([self._global_step, self._loss])
+
+    def after_run(self, run_context, run_values):
+        global_step, loss = run_values.results
+        # Count runs ourselves: bert bumps the global step in the same run that reads it.
+        self._step = global_step + 1 if self._step is None else self._step + 1
+        self._steps_since += 1
+        self._busy_since += time.time() - self._started
+        if self._steps_since >= self._every_n or self._step >= self._total_steps:
+            rate = self._steps_since / max(self._busy_since, 1e-9)
+            eta = max(0, self._total_steps - self._step) / rate
+            log.info("step %d/%d  loss %.4f  %.1f examples/s  ETA %s", self._step, self._total_steps,
+                     loss, rate * self._batch_size, time.strftime("%H:%M:%S", time.gmtime(eta)))
+            self._steps_since, self._busy_since = 0, 0.0
+
+
+def model_fn_builder(bert_config, num_labels, init_checkpoint=None, learning_rate=5e-5,
+                     num_train_steps=1, num_warmup_steps=0, batch_size=32, progress_every=50):
+    """The estimator's model_fn (TRAIN, EVAL and PREDICT) for a `num_labels`-way classifier."""
+
+    def model_fn(features, labels, mode, params=None):
+        is_training = mode == tf.estimator.ModeKeys.TRAIN
+        loss, per_example_loss, _, probabilities = create_classifier(
+            bert_config, is_training, features, labels, num_labels)
+        if is_training:
+            log.info("warm start: %d variables from %s", warm_start_from(init_checkpoint), init_checkpoint)
+        class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+
+        if mode == tf.estimator.ModeKeys.PREDICT:
+            return tf.estimator.EstimatorSpec(
+                mode, predictions={"probabilities": probabilities, "class_ids": class_ids},
+                export_outputs={"serving_default": tf.estimator.export.PredictOutput(
+                    {"probabilities": probabilities})})
+
+        if mode == tf.estimator.ModeKeys.EVAL:
+            metrics = {
+                # Per example, not per batch: the exporter compares this one.
+                "eval_loss": tf.metrics.mean(per_example_loss),
+                "accuracy": tf.metrics.accuracy(labels, class_ids),
+                "macro_f1": streaming_macro_f1(labels, class_ids, num_labels),
+            }
+            return tf.estimator.EstimatorSpec(mode, loss=loss, eval_metric_ops=metrics)
+
+        train_op = optimization.create_optimizer(
+            loss, learning_rate, num_train_steps, num_warmup_steps, use_tpu=False)
+        hook = ProgressHook(loss, batch_size, num_train_steps, progress_every)
+        return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op, training_hooks=[hook])
+
+    return model_fn

@@ -1,0 +1,49 @@
+"""The only module that knows whether TensorFlow is 1.15 or 2.x.
+
+Everything else imports `tf` (the TF1-style API) and the bert modules from here.
+bert-tensorflow 1.0.4 already writes against `tensorflow.compat.v1`; its one
+TF1-only import is `tensorflow.contrib.layers` (for `layer_norm`), which TF 2
+does not have. tf-slim ships the same `layer_norm`, so on TF 2 we register it
+under that name before bert is imported.
+"""
+import os
+import sys
+import types
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep C++ start-up chatter out of user logs
+
+import tensorflow as _tf  # noqa: E402
+
+TF_VERSION = _tf.__version__
+IS_TF2 = TF_VERSION.startswith("2.")
+tf = _tf.compat.v1
+
+if IS_TF2:
+    import tf_slim  # noqa: E402
+
+    # bert reads `tensor.shape[-1].value`, a TF1 TensorShape idiom.
+    tf.disable_v2_tensorshape()
+    _contrib = types.ModuleType("tensorflow.contrib")
+    _contrib.layers = tf_slim.layers
+    sys.modules.setdefault("tensorflow.contrib", _contrib)
+    sys.modules.setdefault("tensorflow.contrib.layers", tf_slim.layers)
+
+from absl import flags as _absl_flags  # noqa: E402
+from bert import modeling, optimization, run_classifier, tokenization  # noqa: E402,F401
+
+# bert defines absl flags at import and its tokenizer reads one of them; inside
+# Flask/gunicorn nobody parses absl flags, so we mark them parsed (defaults).
+if not _absl_flags.FLAGS.is_parsed():
+    _absl_flags.FLAGS.mark_as_parsed()
+
+if not IS_TF2:
+    # bert's AdamWeightDecayOptimizer assigns m, v and the weights with plain ops; on TF 1.15's
+    # reference variables those reads and writes race and training stalls (seen in our tests:
+    # two of three classes never separate). Resource variables, TF 2's default, are race-free.
+    tf.enable_resource_variables()
+
+# TF's logger has a handler of its own; drop it so its lines go through the app's logging once.
+_tf_logger = tf.get_logger()
+_tf_logger.handlers = []
+_tf_logger.propagate = True
+tf.logging.set_verbosity(tf.logging.INFO)

@@ -1,0 +1,162 @@
+"""Fine-tune a Google-format BERT checkpoint for text classification (tf.estimator).
+
+    python src/train.py --data-file data/stack-overflow-data.csv --bert-dir models/pretrained
+
+Writes checkpoints and TensorBoard logs to <output-dir>/checkpoints, the best model by
+validation loss to <output-dir>/trained_model/<timestamp>, a test report to <output-dir>/report.
+Rerunning continues from the newest checkpoint; --overwrite starts afresh.
+"""
+import argparse
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from errors import UserError  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--data-file", default="data/stack-overflow-data.csv", help="CSV/TSV of texts and labels")
+    data.add_argument("--text-column", default="post")
+    data.add_argument("--label-column", default="tags")
+    data.add_argument("--sep", default=None, help="field separator (default: tab for .tsv, else comma)")
+    data.add_argument("--val-file", default=None, help="validation file (default: 9%% of --data-file)")
+    data.add_argument("--test-file", default=None, help="test file (default: 10%% of --data-file)")
+    data.add_argument("--seed", type=int, default=42, help="split, shuffle and init seed")
+    data.add_argument("--cache-dir", default="data/cache", help="tokenized TFRecord cache")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--bert-dir", default="models/pretrained",
+                       help="folder with bert_config.json, vocab.txt, bert_model.ckpt.*")
+    model.add_argument("--do-lower-case", choices=("auto", "true", "false"), default="auto",
+                       help="auto: lower-case when the vocab is uncased")
+    model.add_argument("--max-seq-length", type=int, default=128)
+    model.add_argument("--truncate", choices=("head", "head+tail"), default="head",
+                       help="head+tail keeps the first and last word pieces of long texts")
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--eval-batch-size", type=int, default=64)
+    train.add_argument("--learning-rate", type=float, default=5e-5)
+    train.add_argument("--num-train-epochs", type=float, default=3.0)
+    train.add_argument("--max-steps", type=int, default=0, help="train steps (default: from epochs)")
+    train.add_argument("--warmup-proportion", type=float, default=0.1)
+    train.add_argument("--no-length-bucketing", dest="length_bucketing", action="store_false",
+                       help="batch in file order instead of grouping texts of similar length")
+    train.add_argument("--pad-to-max-seq-length", action="store_true",
+                       help="pad every batch to --max-seq-length (the original's way; for benchmarks)")
+    train.add_argument("--early-stopping-evals", type=int, default=0,
+                       help="stop after N evaluations without a lower validation loss (0: off)")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--output-dir", default="models",
+                     help="checkpoints/, trained_model/ and report/ are written here")
+    run.add_argument("--overwrite", action="store_true", help="delete old checkpoints and start afresh")
+    run.add_argument("--eval-every-steps", type=int, default=500, help="checkpoint and evaluate every N steps")
+    run.add_argument("--save-summary-steps", type=int, default=100)
+    run.add_argument("--log-every-steps", type=int, default=50, help="progress line every N steps")
+    run.add_argument("--keep-checkpoint-max", type=int, default=3)
+    run.add_argument("--intra-op-threads", type=int, default=0, help="0: one per core")
+    run.add_argument("--inter-op-threads", type=int, default=0)
+    run.add_argument("--skip-report", action="store_true", help="no test-split report")
+    return parser.parse_args(argv)
+
+
+def setup_logging():
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def prepare_output_dirs(args):
+    paths = {name: os.path.join(args.output_dir, name) for name in ("checkpoints", "trained_model", "report")}
+    if args.overwrite:
+        for name in ("checkpoints", "report"):
+            shutil.rmtree(paths[name], ignore_errors=True)
+    for path in paths.values():
+        try:
+            os.makedirs(path, exist_ok=True)
+            probe = os.path.join(path, ".write-test-%d" % os.getpid())
+            open(probe, "w").close()
+            os.remove(probe)
+        except OSError as exc:
+            raise UserError("output folder is not writable: %s (%s)" % (path, exc.strerror or exc))
+    return paths
+
+
+def run(args):
+    import data
+    import features
+    import pretrained
+    from export import AssetsWriter, serving_input_receiver_fn
+    from model import bert_config_dict, model_fn_builder
+    from predictor import Predictor
+    from report import write_report
+    from tf_compat import TF_VERSION
+    from training import build_estimator, train_and_evaluate
+    from utils.best_checkpoints_exporter import BestCheckpointsExporter
+
+    base = pretrained.load(args.bert_dir, args.max_seq_length)
+    do_lower_case = features.resolve_do_lower_case(args.do_lower_case, base.vocab_file, base.init_checkpoint)
+    splits = data.load_splits(args.data_file, args.text_column, args.label_column, args.sep,
+                              args.val_file, args.test_file, args.seed)
+    paths = prepare_output_dirs(args)
+
+    encoder = features.TextEncoder(features.build_tokenizer(base.vocab_file, do_lower_case),
+                                   args.max_seq_length, args.truncate)
+    records = {name: features.cached_records(frame, splits.labels, encoder, base.vocab_file, do_lower_case,
+                                             args.cache_dir, name)
+               for name, frame in (("train", splits.train), ("val", splits.val))}
+    max_steps = args.max_steps or int(math.ceil(args.num_train_epochs * len(splits.train) / args.batch_size))
+
+    model_fn = model_fn_builder(
+        base.config, len(splits.labels), base.init_checkpoint, args.learning_rate, max_steps,
+        int(max_steps * args.warmup_proportion), args.batch_size, args.log_every_steps)
+    estimator = build_estimator(model_fn, paths["checkpoints"], args.eval_every_steps, args.save_summary_steps,
+                                args.log_every_steps, args.keep_checkpoint_max, args.seed,
+                                args.intra_op_threads, args.inter_op_threads)
+    model_config = {
+        "max_seq_length": args.max_seq_length, "do_lower_case": do_lower_case, "truncate": args.truncate,
+        "base_model": os.path.basename(os.path.normpath(args.bert_dir)), "bert_config": bert_config_dict(base.config),
+        "data_file": args.data_file, "data_sha256": data.file_digest(args.data_file),
+        "num_labels": len(splits.labels), "tf_version": TF_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    exporter = BestCheckpointsExporter(
+        serving_input_receiver_fn, paths["trained_model"], paths["checkpoints"],
+        AssetsWriter(splits.labels, base.vocab_file, model_config, paths["checkpoints"]))
+    train_input_fn = features.input_fn_builder(records["train"], args.batch_size, True, args.max_seq_length,
+                                               args.length_bucketing, args.pad_to_max_seq_length, args.seed)
+    eval_input_fn = features.input_fn_builder(records["val"], args.eval_batch_size, False, args.max_seq_length)
+    logging.info("training %d steps of %d examples (%d labels) into %s",
+                 max_steps, args.batch_size, len(splits.labels), paths["checkpoints"])
+    train_and_evaluate(estimator, train_input_fn, eval_input_fn, max_steps, exporter,
+                       args.eval_every_steps, args.early_stopping_evals)
+
+    best = exporter.best()
+    if best is None:
+        raise UserError("no evaluation ran, so nothing was exported (is --max-steps 0?)")
+    logging.info("best model: %s (validation loss %.4f at step %d)", best["export_dir"], best["loss"], best["step"])
+    if not args.skip_report:
+        write_report(Predictor.from_export(best["export_dir"]), splits, paths["report"])
+    return best
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_logging()
+    try:
+        run(args)
+    except UserError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

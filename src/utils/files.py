@@ -1,0 +1,15 @@
+"""Small file helpers: JSON in and out, written atomically (temp name, then rename)."""
+import json
+import os
+
+
+def save_json(data, path):
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True, ensure_ascii=False, default=float)
+    os.replace(tmp, path)
+
+
+def load_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

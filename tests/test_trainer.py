@@ -1,0 +1,83 @@
+"""Trainer, end to end and stage by stage, on a tiny random BERT."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+EXPORT_ASSETS = ("labels.json", "vocab.txt", "model_config.json")
+
+
+def test_end_to_end_learns_and_exports_a_self_contained_model(trained):
+    export_dir = trained["export_dir"]
+    assert os.path.basename(os.path.dirname(export_dir)) == "trained_model"
+    assert os.path.isfile(os.path.join(export_dir, "saved_model.pb"))
+    for name in EXPORT_ASSETS:
+        assert os.path.isfile(os.path.join(export_dir, "assets.extra", name))
+    with open(os.path.join(export_dir, "assets.extra", "labels.json")) as handle:
+        assert json.load(handle) == ["java", "javascript", "python"]
+    with open(os.path.join(export_dir, "assets.extra", "model_config.json")) as handle:
+        config = json.load(handle)
+    assert config["max_seq_length"] == 32 and config["do_lower_case"] is True
+    assert {"eval_loss", "accuracy", "macro_f1"} <= set(config["val_metrics"])
+    with open(os.path.join(trained["output_dir"], "report", "metrics.json")) as handle:
+        metrics = json.load(handle)
+    # Chance is 1/3; the keyword decides the label, so a model that learned gets nearly all.
+    assert metrics["accuracy"] >= 0.9, metrics
+    assert metrics["tfidf_svm_accuracy"] > 0.5
+    assert set(metrics["per_class"]) == {"java", "javascript", "python"}
+    for name in ("classification_report.txt", "confusion_matrix.png"):
+        assert os.path.getsize(os.path.join(trained["output_dir"], "report", name)) > 0
+    assert "examples/s" in trained["log"] and "ETA" in trained["log"]
+    assert "TF-IDF + linear SVM" in trained["log"]
+
+
+def test_export_loads_in_a_fresh_process_and_predicts(trained, tmp_path):
+    script = tmp_path / "load.py"
+    script.write_text(
+        "import json, sys\n"
+        "sys.path.insert(0, 'src')\n"
+        "from predictor import Predictor\n"
+        "p = Predictor.from_export(sys.argv[1])\n"
+        "out = p.predict(['how do i fix my django error?', 'spring maven jvm', 'react node npm'])\n"
+        "print(json.dumps(out))\n")
+    import subprocess, sys
+    result = subprocess.run([sys.executable, str(script), trained["export_dir"]], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["predictions"] == ["python", "java", "javascript"]
+    for probs in out["probabilities"]:
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_signature_takes_any_length_and_has_no_label_input(trained):
+    from tf_compat import tf
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session() as session:
+        meta = tf.saved_model.loader.load(session, ["serve"], trained["export_dir"])
+    signature = meta.signature_def["serving_default"]
+    assert set(signature.inputs) == {"input_ids", "input_mask", "segment_ids"}
+    for tensor in signature.inputs.values():
+        assert tensor.dtype == tf.int32.as_datatype_enum
+        assert [d.size for d in tensor.tensor_shape.dim] == [-1, -1]
+    assert set(signature.outputs) == {"probabilities"}
+
+
+def test_rerun_resumes_from_the_latest_checkpoint(trained, tiny_bert_dir, tiny_csv):
+    """Same command, more steps: it continues from the last checkpoint instead of step 0."""
+    from conftest import TRAIN_ARGS
+    out = trained["output_dir"]
+    args = ["--data-file", tiny_csv, "--bert-dir", tiny_bert_dir, "--output-dir", out,
+            "--cache-dir", os.path.join(out, "cache"), "--skip-report"] + TRAIN_ARGS
+    from tf_compat import tf
+    last_step = int(tf.train.latest_checkpoint(os.path.join(out, "checkpoints")).rsplit("-", 1)[1])
+    result = run_cli("train.py", args + ["--max-steps", str(last_step + 10)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "features: reusing" in result.stderr  # tokenization skipped thanks to the cache
+    assert "Restoring parameters from" in result.stderr and "model.ckpt-%d" % last_step in result.stderr
+    with open(os.path.join(out, "checkpoints", "checkpoint")) as handle:
+        assert "model.ckpt-%d" % (last_step + 10) in handle.read()
