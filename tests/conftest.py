@@ -110,3 +110,33 @@ def trained(tmp_path_factory, tiny_bert_dir, tiny_csv):
     with open(os.path.join(str(out), "checkpoints", "best_export.json")) as handle:
         best = json.load(handle)
     return {"output_dir": str(out), "export_dir": best["export_dir"], "best": best, "log": result.stderr}
+
+
+@pytest.fixture(scope="session")
+def predictor(trained):
+    from predictor import Predictor
+    return Predictor.from_export(trained["export_dir"], max_batch_size=8)
+
+
+@pytest.fixture
+def app(predictor, tmp_path):
+    """A Flask app on the session's tiny export, its call log in a file of its own."""
+    import settings
+    from app import create_app
+    config = settings.from_env({}, LOG_FILE=str(tmp_path / "calls.log"), MAX_TEXTS=256,
+                               MAX_CONTENT_LENGTH=64 * 1024)
+    app = create_app(config, predictor=predictor)
+    app.testing = True
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def call_log(app):
+    """The JSON lines the app logged so far."""
+    path = app.config["LOG_FILE"]
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]

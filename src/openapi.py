@@ -1,0 +1,60 @@
+"""The OpenAPI 3 description served at /openapi.json."""
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema, description):
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes):
+    words = {400: "Malformed request", 404: "Unknown path", 405: "Method not allowed",
+             413: "Too many texts or body too large", 415: "Body is not JSON", 500: "Server fault"}
+    return {str(code): _json(_ERROR, words[code]) for code in codes}
+
+
+def spec(max_texts):
+    predict_request = {
+        "type": "object", "required": ["X"], "additionalProperties": True,
+        "properties": {"X": {"type": "array", "minItems": 1, "maxItems": max_texts,
+                             "items": {"type": "string"}, "description": "texts to classify"}},
+    }
+    predict_response = {
+        "type": "object", "required": ["predictions", "prediction_probs", "probabilities", "model"],
+        "properties": {
+            "predictions": {"type": "array", "items": {"type": "string"}},
+            "prediction_probs": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}},
+            "probabilities": {"type": "array", "items": {"type": "object",
+                                                         "additionalProperties": {"type": "number"}}},
+            "model": {"type": "string"},
+        },
+    }
+    plain = {"type": "object"}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "bert-in-a-flask", "version": "1.0.0",
+                 "description": "Multi-class text classification with a fine-tuned BERT."},
+        "paths": {
+            "/predict": {"post": {
+                "summary": "Classify texts",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": predict_request}}},
+                "responses": dict({"200": _json(predict_response, "One answer per text, in order")},
+                                  **_errors(400, 405, 413, 415, 500))}},
+            "/health_check": {"get": {"summary": "Liveness", "responses": dict(
+                {"200": _json({"type": "object", "required": ["text"],
+                               "properties": {"text": {"type": "string"}}}, "Alive")}, **_errors(405))}},
+            "/ready": {"get": {"summary": "Readiness: 200 once the model is loaded and warmed up",
+                               "responses": dict({"200": _json(plain, "Ready"), "503": _json(plain, "Not ready")},
+                                                 **_errors(405))}},
+            "/metadata": {"get": {"summary": "Labels, model provenance and metrics, versions",
+                                  "responses": dict({"200": _json(plain, "Metadata")}, **_errors(405))}},
+            "/metrics": {"get": {"summary": "Prometheus metrics of this worker", "responses": dict(
+                {"200": {"description": "Prometheus text format",
+                         "content": {"text/plain": {"schema": {"type": "string"}}}}}, **_errors(405))}},
+            "/openapi.json": {"get": {"summary": "This document",
+                                      "responses": dict({"200": _json(plain, "OpenAPI 3")}, **_errors(405))}},
+        },
+        "components": {"schemas": {"Error": {
+            "type": "object", "required": ["error", "request_id"],
+            "properties": {"error": {"type": "string"}, "request_id": {"type": "string"}}}}},
+    }
