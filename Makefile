@@ -11,17 +11,27 @@ VPY := $(VENV)/bin/python
 REQUIREMENTS ?= requirements_dev.txt
 
 args ?=
+# docker=1 runs train/start_api in the containers, docker=0 natively; default: 1 when an engine answers.
+docker ?= $(shell docker info >/dev/null 2>&1 && echo 1 || echo 0)
+runtime ?= tf1
+DEV_IMAGE ?= bert-in-a-flask-dev:$(runtime)
+API_IMAGE ?= bert-in-a-flask-api:$(runtime)
+ifeq ($(runtime),tf2)
+DEV_BUILD_ARGS = --build-arg BASE_IMAGE=tensorflow/tensorflow:2.15.0-gpu --build-arg PYTHON=python3.11
+API_BUILD_ARGS = --build-arg PYTHON_VERSION=3.11
+endif
 api_port ?= 5000
 model_dir ?=
 gpu ?=
 tensorboard_port ?= 6006
 LOG_DIR ?= models/logs
 
-.PHONY: help venv assets test download_base_bert download_data demo train tensorboard start_api stop_api clean_venv
+.PHONY: help venv assets test bench lint build_dev build_api download_base_bert download_data demo train tensorboard start_api stop_api clean_venv
 
 help:
 	@echo "make demo                       the whole job offline: MiniLM + SO titles, train, report, API"
 	@echo "make test [PYTHON=python3.11]   venv for PYTHON (default python3.7 = TF 1.15) + pytest"
+	@echo "make build_dev / build_api [runtime=tf2]  images; train/start_api use them when docker answers (docker=0|1)"
 	@echo "make download_base_bert [base=minilm]  make download_data [data=so_titles]"
 	@echo "make train [args='--flag v']    fine-tune (python src/train.py --help lists every flag)"
 	@echo "make start_api [api_port=5000]  gunicorn + Flask /predict on the newest export; make stop_api"
@@ -44,12 +54,29 @@ assets: venv
 test: venv assets
 	$(VPY) -m pytest tests -q -p no:cacheprovider $(pytest_args)
 
+ifeq ($(docker),1)
+# gpu=N is a GPU index (gpu=0,1 selects two), not a count; inside the container they are 0..k-1.
+train:
+	docker run --rm $(if $(gpu),--gpus '"device=$(gpu)"') --user $$(id -u):$$(id -g) \
+		-v $(CURDIR):/workspace -p $(tensorboard_port):6006 $(DEV_IMAGE) \
+		bash -c 'tensorboard --logdir models/checkpoints --host 0.0.0.0 --port 6006 >/dev/null 2>&1 & \
+		make train docker=0 VENV=/opt/venv args="$(args)"'
+else
 train: venv
-	$(VPY) src/train.py $(args)
+	$(if $(gpu),CUDA_VISIBLE_DEVICES=$(gpu) )$(VPY) src/train.py $(args)
+endif
 
 tensorboard: venv
 	$(VENV)/bin/tensorboard --logdir models/checkpoints --host 0.0.0.0 --port $(tensorboard_port)
 
+ifeq ($(docker),1)
+start_api:
+	docker run -d --rm --name bert-api-$(api_port) -p $(api_port):5000 $(API_IMAGE)
+	@echo "API container bert-api-$(api_port) on http://localhost:$(api_port)/predict (stop: make stop_api api_port=$(api_port))"
+
+stop_api:
+	docker stop bert-api-$(api_port)
+else
 start_api: venv
 	@mkdir -p $(LOG_DIR)
 	@echo "starting gunicorn on port $(api_port) (model: $(or $(model_dir),newest export under models/trained_model))"
@@ -64,6 +91,29 @@ stop_api:
 	if [ -f $$pidfile ] && kill $$(cat $$pidfile) 2>/dev/null; then \
 		for i in $$(seq 150); do [ -f $$pidfile ] || break; sleep 0.2; done; echo "stopped the API on port $(api_port)"; \
 	else rm -f $$pidfile; echo "no API running on port $(api_port)"; fi
+endif
+
+# --- images ----------------------------------------------------------------------------------
+# The export baked into the API image: model_dir (an export or a folder of them), default the newest.
+EXPORT_DIR = $(shell d=$(or $(model_dir),models/trained_model); if [ -f $$d/saved_model.pb ]; then echo $$d; \
+	else ls -1d $$d/[0-9]*/saved_model.pb 2>/dev/null | sort | tail -n 1 | xargs -r dirname; fi)
+
+build_dev:
+	docker build -f Dockerfile_dev $(DEV_BUILD_ARGS) -t $(DEV_IMAGE) .
+
+build_api:
+	@[ -n "$(EXPORT_DIR)" ] || { echo "error: no export under $(or $(model_dir),models/trained_model); run make train" >&2; exit 2; }
+	docker build -f Dockerfile_api $(API_BUILD_ARGS) --build-arg MODEL_EXPORT=$(EXPORT_DIR) \
+		--build-arg BUILD_DATE=$$(date -u +%Y-%m-%dT%H:%M:%SZ) --build-arg GIT_SHA=$$(git rev-parse HEAD) \
+		-t $(API_IMAGE) .
+
+lint: assets
+	@[ -x $(VENV)/bin/hadolint ] || { echo "error: hadolint is installed in the Python 3.8+ venv: make lint PYTHON=python3.11" >&2; exit 2; }
+	$(VENV)/bin/hadolint Dockerfile_dev Dockerfile_api
+
+# Speed figures (training padded vs bucketed, /predict latency, micro-batching, worker RSS).
+bench: venv assets
+	$(VPY) src/bench.py $(args)
 
 # --- real material -------------------------------------------------------------------------
 base ?= multi_cased

@@ -41,7 +41,8 @@ def create_app(settings=None, predictor=None):
         from predictor import Predictor
         predictor = Predictor.from_export(
             settings["MODEL_DIR"], max_batch_size=settings["MAX_BATCH_SIZE"],
-            intra_op_threads=settings["INTRA_OP_THREADS"], inter_op_threads=settings["INTER_OP_THREADS"])
+            intra_op_threads=settings["INTRA_OP_THREADS"], inter_op_threads=settings["INTER_OP_THREADS"],
+            micro_batch_wait_ms=settings["MICRO_BATCH_WAIT_MS"] if settings["MICRO_BATCHING"] else None)
     app = Flask(__name__)
     app.config.update(settings)
     app.extensions["predictor"] = predictor
@@ -102,6 +103,7 @@ def register_routes(app):
             "truncate": config.get("truncate", "head"), "base_model": config.get("base_model"),
             "created": config.get("created"), "val_metrics": config.get("val_metrics", {}),
             "tf_version": TF_VERSION, "build": {"date": app.config["BUILD_DATE"], "git_sha": app.config["GIT_SHA"]},
+            "micro_batching": app.config["MICRO_BATCHING"],
             "limits": {"max_texts": app.config["MAX_TEXTS"], "max_batch_size": app.config["MAX_BATCH_SIZE"],
                        "max_content_length": app.config["MAX_CONTENT_LENGTH"]},
         })

@@ -37,17 +37,43 @@ def bert_config_dict(config):
     return data
 
 
-def create_classifier(bert_config, is_training, features, labels, num_labels):
-    """(loss, per_example_loss, logits, probabilities) from run_classifier's `create_model`.
+POOLINGS = ("cls", "mean")
 
-    `create_model` always computes a loss; with no labels (serving) it gets zeros and the
-    loss is simply not used.
+
+def create_classifier(bert_config, is_training, features, labels, num_labels, pooling="cls"):
+    """(loss, per_example_loss, logits, probabilities).
+
+    "cls" is run_classifier's `create_model` as it is (the [CLS] vector through bert's pooler).
+    "mean" averages the last layer over the real tokens instead: sentence-transformers models
+    such as all-MiniLM-L6-v2 were trained that way and their pooler never was. With no labels
+    (serving) the loss gets zeros and is simply not used.
     """
     if labels is None:
         labels = tf.zeros_like(features["input_ids"][:, 0])
-    return run_classifier.create_model(
-        bert_config, is_training, features["input_ids"], features["input_mask"],
-        features["segment_ids"], labels, num_labels, use_one_hot_embeddings=False)
+    if pooling == "cls":
+        return run_classifier.create_model(
+            bert_config, is_training, features["input_ids"], features["input_mask"],
+            features["segment_ids"], labels, num_labels, use_one_hot_embeddings=False)
+    model = modeling.BertModel(bert_config, is_training, features["input_ids"], features["input_mask"],
+                               features["segment_ids"])
+    mask = tf.cast(features["input_mask"], tf.float32)[:, :, None]
+    pooled = tf.reduce_sum(model.get_sequence_output() * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+    return softmax_head(pooled, labels, num_labels, is_training)
+
+
+def softmax_head(pooled, labels, num_labels, is_training):
+    """run_classifier's head (same variable names), on a pooled vector of our choosing."""
+    hidden_size = pooled.shape[-1].value
+    output_weights = tf.get_variable("output_weights", [num_labels, hidden_size],
+                                     initializer=tf.truncated_normal_initializer(stddev=0.02))
+    output_bias = tf.get_variable("output_bias", [num_labels], initializer=tf.zeros_initializer())
+    with tf.variable_scope("loss"):
+        if is_training:
+            pooled = tf.nn.dropout(pooled, rate=0.1)
+        logits = tf.nn.bias_add(tf.matmul(pooled, output_weights, transpose_b=True), output_bias)
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        per_example_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        return tf.reduce_mean(per_example_loss), per_example_loss, logits, probabilities
 
 
 def warm_start_from(init_checkpoint):
@@ -111,13 +137,14 @@ class ProgressHook(tf.train.SessionRunHook):
 
 
 def model_fn_builder(bert_config, num_labels, init_checkpoint=None, learning_rate=5e-5,
-                     num_train_steps=1, num_warmup_steps=0, batch_size=32, progress_every=50):
+                     num_train_steps=1, num_warmup_steps=0, batch_size=32, progress_every=50,
+                     pooling="cls"):
     """The estimator's model_fn (TRAIN, EVAL and PREDICT) for a `num_labels`-way classifier."""
 
     def model_fn(features, labels, mode, params=None):
         is_training = mode == tf.estimator.ModeKeys.TRAIN
         loss, per_example_loss, _, probabilities = create_classifier(
-            bert_config, is_training, features, labels, num_labels)
+            bert_config, is_training, features, labels, num_labels, pooling)
         if is_training:
             log.info("warm start: %d variables from %s", warm_start_from(init_checkpoint), init_checkpoint)
         class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)

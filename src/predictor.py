@@ -25,7 +25,9 @@ def session_config(intra_op_threads=0, inter_op_threads=0):
 
 class Predictor(object):
 
-    def __init__(self, export_dir, max_batch_size=32, intra_op_threads=0, inter_op_threads=0):
+    def __init__(self, export_dir, max_batch_size=32, intra_op_threads=0, inter_op_threads=0,
+                 micro_batch_wait_ms=None):
+        """`micro_batch_wait_ms` set (>= 0) coalesces concurrent callers' texts (see batcher.py)."""
         self.export_dir = resolve_export(export_dir)
         self.labels, vocab_file, self.config = read_assets(self.export_dir)
         self.max_batch_size = max_batch_size
@@ -35,6 +37,10 @@ class Predictor(object):
         self._session = tf.Session(graph=self._graph,
                                    config=session_config(intra_op_threads, inter_op_threads))
         self._load_signature()
+        self._batcher = None
+        if micro_batch_wait_ms is not None:
+            from batcher import MicroBatcher
+            self._batcher = MicroBatcher(self.forward_sorted, max_batch_size, micro_batch_wait_ms)
         log.info("loaded %s (%d labels, TF %s)", self.export_dir, len(self.labels), TF_VERSION)
 
     @classmethod
@@ -69,6 +75,12 @@ class Predictor(object):
 
     def forward(self, id_lists):
         """Probabilities [n, labels] for word-piece id lists, in the order given."""
+        if self._batcher is not None:
+            return self._batcher.submit(id_lists)
+        return self.forward_sorted(id_lists)
+
+    def forward_sorted(self, id_lists):
+        """Sort by length, run batches of at most max_batch_size, return rows in the given order."""
         probabilities = np.zeros((len(id_lists), len(self.labels)), np.float32)
         order = sorted(range(len(id_lists)), key=lambda i: len(id_lists[i]))
         for start in range(0, len(order), self.max_batch_size):
@@ -76,9 +88,9 @@ class Predictor(object):
             probabilities[chosen] = self.forward_batch([id_lists[i] for i in chosen])
         return probabilities
 
-    def forward_batch(self, id_lists):
-        """One session run over one batch, padded to its longest member."""
-        width = max(len(ids) for ids in id_lists)
+    def forward_batch(self, id_lists, width=None):
+        """One session run over one batch, padded to its longest member (or to `width`)."""
+        width = width or max(len(ids) for ids in id_lists)
         input_ids = np.zeros((len(id_lists), width), np.int32)
         input_mask = np.zeros_like(input_ids)
         for row, ids in enumerate(id_lists):

@@ -6,6 +6,8 @@ DEFAULTS = {
     "MAX_BATCH_SIZE": 32,                 # texts per forward pass
     "MAX_TEXTS": 256,                     # texts per request, more -> 413
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,  # bytes per request body, more -> 413
+    "MICRO_BATCHING": True,               # coalesce concurrent requests into shared forward passes
+    "MICRO_BATCH_WAIT_MS": 2,             # how long the first queued text waits for company
     "LOG_FILE": "",                       # also write the call log to this rotating file
     "LOG_TEXTS": False,                   # put raw texts in the call log
     "INTRA_OP_THREADS": 0,                # TF thread pools per worker (0: TF decides)

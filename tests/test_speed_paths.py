@@ -1,0 +1,80 @@
+"""Bucketing, dynamic padding and micro-batching change no answer."""
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from conftest import make_rows
+
+TEXTS = [text for text, _ in make_rows(60, seed=11)] + ["react " * 200, "", "spring"]
+
+
+def test_order_and_batch_size_change_no_probability(predictor):
+    reference = np.stack([predictor.predict_proba([t])[0] for t in TEXTS])  # one text per pass
+    shuffled = list(range(len(TEXTS)))
+    random.Random(0).shuffle(shuffled)
+    together = predictor.predict_proba([TEXTS[i] for i in shuffled])
+    np.testing.assert_allclose(together, reference[shuffled], atol=1e-5)
+
+
+def test_padding_to_max_length_changes_no_probability(predictor):
+    """The original padded every text to max_seq_length; we pad each batch to its longest."""
+    ids = predictor.preprocess(TEXTS)
+    padded = np.concatenate([predictor.forward_batch(ids[i:i + 8], width=predictor.encoder.max_seq_length)
+                             for i in range(0, len(ids), 8)])
+    np.testing.assert_allclose(predictor.forward_sorted(ids), padded, atol=1e-5)
+
+
+def test_micro_batching_changes_no_answer_under_concurrency(trained):
+    from predictor import Predictor
+    plain = Predictor.from_export(trained["export_dir"], max_batch_size=8)
+    batched = Predictor.from_export(trained["export_dir"], max_batch_size=8, micro_batch_wait_ms=5)
+    expected = [plain.predict_proba([t])[0] for t in TEXTS]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        got = list(pool.map(lambda t: batched.predict_proba([t])[0], TEXTS))
+    np.testing.assert_allclose(np.stack(got), np.stack(expected), atol=1e-5)
+    # a multi-text request keeps its own order inside a shared pass
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        chunks = [TEXTS[i:i + 7] for i in range(0, len(TEXTS), 7)]
+        results = list(pool.map(batched.predict_proba, chunks))
+    np.testing.assert_allclose(np.concatenate(results), np.stack(expected), atol=1e-5)
+
+
+def read_batches(input_fn, n_batches):
+    from tf_compat import tf
+    with tf.Graph().as_default():
+        features, labels = tf.data.make_one_shot_iterator(input_fn()).get_next()
+        with tf.Session() as session:
+            return [session.run((features, labels)) for _ in range(n_batches)]
+
+
+def write_records(tmp_path, n=200):
+    import features as F
+    import pandas as pd
+    from conftest import tiny_vocab
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(tiny_vocab()) + "\n")
+    frame = pd.DataFrame(make_rows(n, seed=4), columns=["text", "label"])
+    encoder = F.TextEncoder(F.build_tokenizer(str(vocab), True), 32)
+    path = str(tmp_path / "train.tfrecord")
+    lengths = F.write_records(frame, ["java", "javascript", "python"], encoder, path)
+    return path, lengths
+
+
+def test_bucketed_batches_are_padded_only_to_their_longest(tmp_path):
+    import features as F
+    path, lengths = write_records(tmp_path)
+    for batch, _ in read_batches(F.input_fn_builder(path, 16, True, 32, length_bucketing=True, seed=1), 20):
+        real = batch["input_mask"].sum(axis=1)
+        assert batch["input_ids"].shape[1] == real.max()  # no column of pure padding
+        assert real.max() - real.min() < 16  # one bucket: similar lengths together
+    for batch, _ in read_batches(F.input_fn_builder(path, 16, True, 32, pad_to_max=True, seed=1), 3):
+        assert batch["input_ids"].shape[1] == 32  # the original's way, kept for the benchmark
+
+
+def test_eval_input_sees_every_example_once(tmp_path):
+    import features as F
+    path, lengths = write_records(tmp_path, n=96)
+    batches = read_batches(F.input_fn_builder(path, 8, False, 32), 12)
+    seen = sorted(int(m.sum()) for batch, _ in batches for m in batch["input_mask"])
+    assert seen == sorted(lengths)
