@@ -26,7 +26,7 @@ gpu ?=
 tensorboard_port ?= 6006
 LOG_DIR ?= models/logs
 
-.PHONY: help venv assets test bench lint build_dev build_api download_base_bert download_data demo train tensorboard start_api stop_api clean_venv
+.PHONY: help venv assets test bench soak lint build_dev build_api download_base_bert download_data demo train tensorboard start_api stop_api clean_venv
 
 help:
 	@echo "make demo                       the whole job offline: MiniLM + SO titles, train, report, API"
@@ -114,6 +114,10 @@ lint: assets
 # Speed figures (training padded vs bucketed, /predict latency, micro-batching, worker RSS).
 bench: venv assets
 	$(VPY) src/bench.py $(args)
+
+# A bounded load test on loopback: 16 clients x 2,000 requests, zero failures and flat RSS expected.
+soak: venv
+	$(VPY) src/loadtest.py $(if $(model_dir),--model $(model_dir)) $(args)
 
 # --- real material -------------------------------------------------------------------------
 base ?= multi_cased

@@ -5,23 +5,20 @@ and stops it; every request loop is bounded. Ratios compare figures from this sa
 """
 import argparse
 import csv
-import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
-from urllib.request import Request, urlopen
 
 import numpy as np
 
 SRC = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(SRC)
 sys.path.insert(0, SRC)
+
+from loadtest import Server, predict, run_clients  # noqa: E402
 
 RATE = re.compile(r"step (\d+)/\d+ .* ([0-9.]+) examples/s")
 
@@ -59,76 +56,30 @@ def training_rate(bert_dir, data_dir, out, steps, extra):
     return float(np.mean(rates[1:])) if len(rates) > 1 else rates[-1]
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server(object):
-    def __init__(self, export_dir, log_path, **env):
-        self.port = free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
-        environ = dict(os.environ, MODEL_DIR=export_dir, HOST="127.0.0.1", PORT=str(self.port),
-                       ACCESS_LOG="/dev/null", **env)
-        self.log = open(log_path, "w")
-        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"),
-                                         "--pythonpath", SRC, "app:serve()"], cwd=ROOT, env=environ,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                if urlopen(self.url + "/ready", timeout=2).status == 200:
-                    return
-            except OSError:
-                time.sleep(0.3)
-        self.stop()
-        sys.exit("server did not become ready; see %s" % log_path)
-
-    def worker_rss_mib(self):
-        """(current, peak) RSS of the (single) worker process, in MiB."""
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                try:
-                    with open("/proc/%s/stat" % pid) as handle:
-                        ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-                    if ppid == self.process.pid:
-                        with open("/proc/%s/status" % pid) as handle:
-                            fields = dict(line.split(":", 1) for line in handle)
-                        return (int(fields["VmRSS"].split()[0]) / 1024.0, int(fields["VmHWM"].split()[0]) / 1024.0)
-                except (OSError, ValueError, IndexError, KeyError):
-                    continue
-        return (float("nan"), float("nan"))
-
-    def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(60)
-        self.log.close()
-
-
-def post(url, texts):
-    request = Request(url + "/predict", data=json.dumps({"X": texts}).encode(),
-                      headers={"Content-Type": "application/json"})
-    started = time.time()
-    with urlopen(request, timeout=60) as response:
-        response.read()
-        assert response.status == 200
-    return time.time() - started
-
-
-def latencies(url, texts, n):
-    post(url, texts)  # warm
-    return np.array([post(url, texts) for _ in range(n)]) * 1000.0
+def latencies_ms(url, texts, n):
+    predict(url, texts)  # warm
+    times = []
+    for _ in range(n):
+        started = time.time()
+        status, _ = predict(url, texts)
+        assert status == 200
+        times.append((time.time() - started) * 1000.0)
+    return np.array(times)
 
 
 def throughput(url, titles, clients, per_client):
-    def client(c):
-        for i in range(per_client):
-            post(url, [titles[(c * per_client + i) % len(titles)]])
-    started = time.time()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(client, range(clients)))
-    return clients * per_client / (time.time() - started)
+    latencies, failures, wall = run_clients(url, lambda i: [titles[i % len(titles)]], clients, per_client)
+    if failures:
+        sys.exit("load test failed: %s" % failures[:5])
+    return len(latencies) / wall
+
+
+def serve(export_dir, log_path, **env):
+    server = Server(export_dir, log_path, ACCESS_LOG="/dev/null", WORKERS="1", **env)
+    if not server.wait_ready():
+        server.stop()
+        sys.exit("server did not become ready; see %s" % log_path)
+    return server
 
 
 def original_way_ms(export_dir, texts, max_seq_length):
@@ -175,21 +126,21 @@ def main(argv=None):
     logs = os.path.join(work, "logs")
     os.makedirs(logs, exist_ok=True)
 
-    server = Server(export_dir, os.path.join(logs, "off.log"), MICRO_BATCHING="0", WORKERS="1", THREADS="16")
-    one = latencies(server.url, titles[:1], args.requests)
-    many = latencies(server.url, titles[:32], max(10, args.requests // 3))
+    server = serve(export_dir, os.path.join(logs, "off.log"), MICRO_BATCHING="0", THREADS="16")
+    one = latencies_ms(server.url, titles[:1], args.requests)
+    many = latencies_ms(server.url, titles[:32], max(10, args.requests // 3))
     off = throughput(server.url, titles, args.clients, args.per_client)
     server.stop()
 
-    server = Server(export_dir, os.path.join(logs, "on.log"), MICRO_BATCHING="1", WORKERS="1", THREADS="16")
-    latencies(server.url, titles[:1], 20)
-    rss_warm = server.worker_rss_mib()[0]
+    server = serve(export_dir, os.path.join(logs, "on.log"), MICRO_BATCHING="1", THREADS="16")
+    latencies_ms(server.url, titles[:1], 20)
+    rss_warm = sum(rss for rss, _ in server.worker_rss_mib().values())
     on = throughput(server.url, titles, args.clients, args.per_client)
     done = args.clients * args.per_client
     while done < args.rss_requests:
         throughput(server.url, titles, args.clients, args.per_client)
         done += args.clients * args.per_client
-    rss_after, rss_peak = server.worker_rss_mib()
+    rss_after, rss_peak = [sum(x) for x in zip(*server.worker_rss_mib().values())]
     server.stop()
 
     rows += [

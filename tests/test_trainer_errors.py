@@ -1,5 +1,4 @@
 """Bad input to the trainer: one line naming the problem, exit code 2, no traceback."""
-import json
 import os
 import shutil
 

@@ -1,0 +1,171 @@
+"""A real gunicorn server on loopback and bounded request loops against it: shared by the tests,
+`make bench` and `make soak`.
+
+    python src/loadtest.py --model models/trained_model --clients 16 --requests 2000   (make soak)
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.error import HTTPError, URLError
+from urllib.request import Request, urlopen
+
+SRC = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(SRC)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http(url, body=None, timeout=60):
+    """(status, bytes) of one request; a JSON POST when `body` is given."""
+    request = Request(url, data=body, headers={"Content-Type": "application/json"} if body is not None else {})
+    try:
+        with urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except HTTPError as error:
+        return error.code, error.read()
+
+
+def predict(url, texts, timeout=60):
+    return http(url + "/predict", json.dumps({"X": texts}).encode(), timeout)
+
+
+class Server(object):
+    """gunicorn with gunicorn.conf.py, as `make start_api` runs it, on a free loopback port."""
+
+    def __init__(self, model_dir, log_path, **env):
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.log_path = log_path
+        environ = dict(os.environ, MODEL_DIR=model_dir, HOST="127.0.0.1", PORT=str(self.port), **env)
+        self._log = open(log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"),
+             "--pythonpath", SRC, "app:serve()"], cwd=ROOT, env=environ, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout=180):
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.process.poll() is None:
+            try:
+                if http(self.url + "/ready", timeout=2)[0] == 200:
+                    return True
+            except (URLError, OSError):
+                pass
+            time.sleep(0.2)
+        return False
+
+    def worker_pids(self):
+        pids = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    with open("/proc/%s/stat" % pid) as handle:
+                        if int(handle.read().rsplit(")", 1)[1].split()[1]) == self.process.pid:
+                            pids.append(int(pid))
+                except (OSError, ValueError, IndexError):
+                    continue
+        return sorted(pids)
+
+    def worker_rss_mib(self):
+        """{pid: (current, peak)} resident memory of each worker, in MiB."""
+        sizes = {}
+        for pid in self.worker_pids():
+            try:
+                with open("/proc/%d/status" % pid) as handle:
+                    fields = dict(line.split(":", 1) for line in handle if ":" in line)
+                sizes[pid] = (int(fields["VmRSS"].split()[0]) / 1024.0, int(fields["VmHWM"].split()[0]) / 1024.0)
+            except (OSError, KeyError, ValueError):
+                continue
+        return sizes
+
+    def stop(self, timeout=60):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self._log.close()
+        return code
+
+    def log(self):
+        with open(self.log_path, errors="replace") as handle:
+            return handle.read()
+
+
+def run_clients(url, texts_for, clients, requests_per_client, timeout=60):
+    """Each client sends its requests in turn; returns (latencies in s, failures, wall seconds)."""
+    latencies, failures, lock = [], [], threading.Lock()
+
+    def client(c):
+        for i in range(requests_per_client):
+            started = time.time()
+            try:
+                status, _ = predict(url, texts_for(c * requests_per_client + i), timeout)
+            except (URLError, OSError) as exc:
+                status = repr(exc)
+            with lock:
+                if status == 200:
+                    latencies.append(time.time() - started)
+                else:
+                    failures.append(status)
+
+    started = time.time()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    return latencies, failures, time.time() - started
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100.0 * (len(values) - 1))))] if values else float("nan")
+
+
+def soak(model_dir, clients, requests, log_dir, texts):
+    """`make soak`: clients x requests on one worker; zero failures and flat memory expected."""
+    server = Server(model_dir, os.path.join(log_dir, "soak-server.log"), WORKERS="1", ACCESS_LOG="/dev/null")
+    try:
+        if not server.wait_ready():
+            raise SystemExit("error: server not ready; see %s" % server.log_path)
+        run_clients(server.url, lambda i: [texts[i % len(texts)]], 2, 10)  # warm-up
+        before = sum(rss for rss, _ in server.worker_rss_mib().values())
+        latencies, failures, wall = run_clients(server.url, lambda i: [texts[i % len(texts)]], clients,
+                                                max(1, requests // clients))
+        after = sum(rss for rss, _ in server.worker_rss_mib().values())
+    finally:
+        server.stop()
+    return {"requests": len(latencies) + len(failures), "failed": len(failures), "rps": len(latencies) / wall,
+            "p50_ms": 1000 * percentile(latencies, 50), "p99_ms": 1000 * percentile(latencies, 99),
+            "rss_before_mib": before, "rss_after_mib": after, "rss_growth_pct": 100.0 * (after - before) / before}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="models/trained_model")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=2000, help="in all, spread over the clients")
+    parser.add_argument("--log-dir", default="models/logs")
+    args = parser.parse_args(argv)
+    os.makedirs(args.log_dir, exist_ok=True)
+    texts = ["Why does my code keep throwing me null pointer exception?",
+             "I wrote a loop that i cannot exit, what am I doing wrong?", "How to center a div", "git rebase vs merge"]
+    result = soak(args.model, args.clients, args.requests, args.log_dir, texts)
+    print("soak: %(requests)d requests, %(failed)d failed, %(rps).1f req/s, p50 %(p50_ms).1f ms, "
+          "p99 %(p99_ms).1f ms, worker RSS %(rss_before_mib).0f -> %(rss_after_mib).0f MiB "
+          "(%(rss_growth_pct)+.1f%%)" % result)
+    return 0 if result["failed"] == 0 and result["rss_growth_pct"] < 10 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
