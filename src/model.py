@@ -103,14 +103,78 @@ def streaming_macro_f1(labels, predictions, num_labels):
     return macro_f1(matrix), macro_f1(update)
 
 
-class ProgressHook(tf.train.SessionRunHook):
-    """Logs one line every `every_n` steps: step, loss, examples/s and the time left.
+def learning_rate_schedule(init_lr, num_train_steps, num_warmup_steps):
+    """bert's schedule (create_optimizer's): linear warm-up, then linear decay to zero."""
+    global_step = tf.train.get_or_create_global_step()
+    decayed = tf.train.polynomial_decay(tf.constant(init_lr, tf.float32), global_step, num_train_steps,
+                                        end_learning_rate=0.0, power=1.0, cycle=False)
+    if not num_warmup_steps:
+        return decayed
+    step = tf.cast(global_step, tf.float32)
+    is_warmup = tf.cast(step < num_warmup_steps, tf.float32)
+    return (1.0 - is_warmup) * decayed + is_warmup * init_lr * step / float(num_warmup_steps)
 
-    Only time inside training steps counts, so evaluations in between do not skew the rate.
+
+class ReplicatedAdamWeightDecay(optimization.AdamWeightDecayOptimizer):
+    """bert's AdamW update rule, applied through `tf.train.Optimizer.apply_gradients`.
+
+    bert's own `apply_gradients` assigns every variable itself and `create_optimizer` bumps the
+    global step by hand; under a distribution strategy neither is all-reduced or guarded, and the
+    assignments fail on mirrored variables. Going through the base class gives per-variable
+    updates inside `strategy.extended.update`, summed gradients and one global-step increment,
+    and lets a loss-scale optimizer (AMP) wrap it.
     """
 
-    def __init__(self, loss, batch_size, total_steps, every_n):
-        self._loss, self._batch_size = loss, batch_size
+    apply_gradients = tf.train.Optimizer.apply_gradients
+
+    def _create_slots(self, var_list):
+        for var in var_list:
+            self._zeros_slot(var, "adam_m", self._name)
+            self._zeros_slot(var, "adam_v", self._name)
+
+    def _resource_apply_dense(self, grad, var):
+        m, v = self.get_slot(var, "adam_m"), self.get_slot(var, "adam_v")
+        next_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
+        next_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
+        update = next_m / (tf.sqrt(next_v) + self.epsilon)
+        if self._do_use_weight_decay(self._get_variable_name(var.name)):
+            update += self.weight_decay_rate * var
+        return tf.group(var.assign_sub(self.learning_rate * update), m.assign(next_m), v.assign(next_v))
+
+    def _resource_apply_sparse(self, grad, var, indices):
+        dense = tf.math.unsorted_segment_sum(grad, indices, tf.shape(var)[0])
+        return self._resource_apply_dense(dense, var)
+
+    _apply_dense = _resource_apply_dense
+
+
+def create_train_op(loss, init_lr, num_train_steps, num_warmup_steps, replicated=False, use_amp=False):
+    """bert's `create_optimizer` on one device; the replica-safe path for several devices or AMP."""
+    if not (replicated or use_amp):
+        return optimization.create_optimizer(loss, init_lr, num_train_steps, num_warmup_steps, use_tpu=False)
+    optimizer = ReplicatedAdamWeightDecay(
+        learning_rate=learning_rate_schedule(init_lr, num_train_steps, num_warmup_steps), weight_decay_rate=0.01,
+        beta_1=0.9, beta_2=0.999, epsilon=1e-6, exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"])
+    if use_amp:
+        # float16 graph rewrite + dynamic loss scaling; gradients come back unscaled, and a step
+        # whose gradients overflowed is skipped (the scale shrinks) by the wrapper's apply.
+        optimizer = tf.train.experimental.enable_mixed_precision_graph_rewrite(optimizer, loss_scale="dynamic")
+    tvars = tf.trainable_variables()
+    grads_and_vars = optimizer.compute_gradients(loss, tvars)
+    # Dense gradients: replicas gather different embedding rows, and TF 2's collectives need
+    # equal shapes on every replica.
+    grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g, _ in grads_and_vars]
+    grads, _ = tf.clip_by_global_norm(grads, clip_norm=1.0)
+    return optimizer.apply_gradients(zip(grads, tvars), global_step=tf.train.get_or_create_global_step())
+
+
+class ProgressHook(tf.train.SessionRunHook):
+    """Logs one line every `every_n` steps: step, examples/s and the time left (the estimator
+    logs the loss). Only time inside training steps counts, so evaluations do not skew the rate.
+    """
+
+    def __init__(self, batch_size, total_steps, every_n):
+        self._batch_size = batch_size
         self._total_steps, self._every_n = total_steps, every_n
 
     def begin(self):
@@ -120,10 +184,10 @@ class ProgressHook(tf.train.SessionRunHook):
 
     def before_run(self, run_context):
         self._started = time.time()
-        return tf.train.SessionRunArgs([self._global_step, self._loss])
+        return tf.train.SessionRunArgs(self._global_step)
 
     def after_run(self, run_context, run_values):
-        global_step, loss = run_values.results
+        global_step = run_values.results
         # Count runs ourselves: bert bumps the global step in the same run that reads it.
         self._step = global_step + 1 if self._step is None else self._step + 1
         self._steps_since += 1
@@ -131,14 +195,13 @@ class ProgressHook(tf.train.SessionRunHook):
         if self._steps_since >= self._every_n or self._step >= self._total_steps:
             rate = self._steps_since / max(self._busy_since, 1e-9)
             eta = max(0, self._total_steps - self._step) / rate
-            log.info("step %d/%d  loss %.4f  %.1f examples/s  ETA %s", self._step, self._total_steps,
-                     loss, rate * self._batch_size, time.strftime("%H:%M:%S", time.gmtime(eta)))
+            log.info("step %d/%d  %.1f examples/s  ETA %s", self._step, self._total_steps,
+                     rate * self._batch_size, time.strftime("%H:%M:%S", time.gmtime(eta)))
             self._steps_since, self._busy_since = 0, 0.0
 
 
 def model_fn_builder(bert_config, num_labels, init_checkpoint=None, learning_rate=5e-5,
-                     num_train_steps=1, num_warmup_steps=0, batch_size=32, progress_every=50,
-                     pooling="cls"):
+                     num_train_steps=1, num_warmup_steps=0, pooling="cls", replicated=False, use_amp=False):
     """The estimator's model_fn (TRAIN, EVAL and PREDICT) for a `num_labels`-way classifier."""
 
     def model_fn(features, labels, mode, params=None):
@@ -164,9 +227,7 @@ def model_fn_builder(bert_config, num_labels, init_checkpoint=None, learning_rat
             }
             return tf.estimator.EstimatorSpec(mode, loss=loss, eval_metric_ops=metrics)
 
-        train_op = optimization.create_optimizer(
-            loss, learning_rate, num_train_steps, num_warmup_steps, use_tpu=False)
-        hook = ProgressHook(loss, batch_size, num_train_steps, progress_every)
-        return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op, training_hooks=[hook])
+        train_op = create_train_op(loss, learning_rate, num_train_steps, num_warmup_steps, replicated, use_amp)
+        return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
 
     return model_fn

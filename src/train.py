@@ -65,6 +65,11 @@ def parse_args(argv=None):
     run.add_argument("--save-summary-steps", type=int, default=100)
     run.add_argument("--log-every-steps", type=int, default=50, help="progress line every N steps")
     run.add_argument("--keep-checkpoint-max", type=int, default=3)
+    run.add_argument("--devices", default="auto",
+                     help="auto: every visible GPU (several: mirrored replicas, --batch-size each); "
+                          "or a list such as /gpu:0,/gpu:1 (or /cpu:0,/cpu:1 to try it on a CPU)")
+    run.add_argument("--use-amp", action="store_true", help="mixed precision (float16) with dynamic loss scaling")
+    run.add_argument("--use-xla", action="store_true", help="XLA JIT compilation")
     run.add_argument("--intra-op-threads", type=int, default=0, help="0: one per core")
     run.add_argument("--inter-op-threads", type=int, default=0)
     run.add_argument("--skip-report", action="store_true", help="no test-split report")
@@ -101,7 +106,7 @@ def run(args):
     from predictor import Predictor
     from report import write_report
     from tf_compat import TF_VERSION
-    from training import build_estimator, train_and_evaluate
+    from training import build_estimator, train_and_evaluate, training_devices
     from utils.best_checkpoints_exporter import BestCheckpointsExporter
 
     base = pretrained.load(args.bert_dir, args.max_seq_length)
@@ -115,14 +120,16 @@ def run(args):
     records = {name: features.cached_records(frame, splits.labels, encoder, base.vocab_file, do_lower_case,
                                              args.cache_dir, name)
                for name, frame in (("train", splits.train), ("val", splits.val))}
-    max_steps = args.max_steps or int(math.ceil(args.num_train_epochs * len(splits.train) / args.batch_size))
+    devices = training_devices(args.devices)
+    examples_per_step = args.batch_size * max(1, len(devices))  # --batch-size is per replica
+    max_steps = args.max_steps or int(math.ceil(args.num_train_epochs * len(splits.train) / examples_per_step))
 
     model_fn = model_fn_builder(
         base.config, len(splits.labels), base.init_checkpoint, args.learning_rate, max_steps,
-        int(max_steps * args.warmup_proportion), args.batch_size, args.log_every_steps, args.pooling)
+        int(max_steps * args.warmup_proportion), args.pooling, len(devices) > 1, args.use_amp)
     estimator = build_estimator(model_fn, paths["checkpoints"], args.eval_every_steps, args.save_summary_steps,
                                 args.log_every_steps, args.keep_checkpoint_max, args.seed,
-                                args.intra_op_threads, args.inter_op_threads)
+                                args.intra_op_threads, args.inter_op_threads, devices, args.use_xla)
     model_config = {
         "max_seq_length": args.max_seq_length, "do_lower_case": do_lower_case, "truncate": args.truncate,
         "pooling": args.pooling,
@@ -137,10 +144,10 @@ def run(args):
     train_input_fn = features.input_fn_builder(records["train"], args.batch_size, True, args.max_seq_length,
                                                args.length_bucketing, args.pad_to_max_seq_length, args.seed)
     eval_input_fn = features.input_fn_builder(records["val"], args.eval_batch_size, False, args.max_seq_length)
-    logging.info("training %d steps of %d examples (%d labels) into %s",
-                 max_steps, args.batch_size, len(splits.labels), paths["checkpoints"])
-    train_and_evaluate(estimator, train_input_fn, eval_input_fn, max_steps, exporter,
-                       args.eval_every_steps, args.early_stopping_evals)
+    logging.info("training %d steps of %d examples on %s (%d labels) into %s", max_steps, examples_per_step,
+                 ", ".join(devices) or "the default device", len(splits.labels), paths["checkpoints"])
+    train_and_evaluate(estimator, train_input_fn, eval_input_fn, max_steps, exporter, args.eval_every_steps,
+                       args.early_stopping_evals, examples_per_step, args.log_every_steps)
 
     best = exporter.best()
     if best is None:

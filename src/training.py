@@ -1,16 +1,41 @@
 """The estimator stage: RunConfig, Estimator and `train_and_evaluate` with the best exporter."""
 import logging
 
+from model import ProgressHook
 from predictor import session_config
 from tf_compat import tf
 
 log = logging.getLogger(__name__)
 
 
+def training_devices(devices):
+    """Device names to train on: "auto" is every visible GPU (none: the default device)."""
+    if devices == "auto":
+        gpus = tf.config.experimental.list_physical_devices("GPU")
+        return ["/gpu:%d" % i for i in range(len(gpus))]
+    return [d.strip() for d in devices.split(",") if d.strip()]
+
+
+def build_session_config(devices, intra_op_threads=0, inter_op_threads=0, use_xla=False):
+    config = session_config(intra_op_threads, inter_op_threads)
+    n_cpus = 1 + max([int(d.rsplit(":", 1)[1]) for d in devices if "cpu" in d.lower()] or [0])
+    if n_cpus > 1:  # virtual CPU devices, so several "devices" can be tried on a CPU box
+        config.device_count["CPU"] = n_cpus
+    if use_xla:
+        config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
+    return config
+
+
 def build_estimator(model_fn, model_dir, eval_every_steps, save_summary_steps=100,
                     log_every_steps=100, keep_checkpoint_max=3, seed=42,
-                    intra_op_threads=0, inter_op_threads=0):
-    """A checkpoint is written every `eval_every_steps`, and each one is evaluated."""
+                    intra_op_threads=0, inter_op_threads=0, devices=(), use_xla=False):
+    """A checkpoint is written every `eval_every_steps`, and each one is evaluated.
+
+    With more than one device the model is mirrored (one replica per device, gradients
+    all-reduced); multi-worker training reads the cluster from TF_CONFIG the same way.
+    """
+    devices = list(devices)
+    strategy = tf.distribute.MirroredStrategy(devices=devices) if len(devices) > 1 else None
     run_config = tf.estimator.RunConfig(
         model_dir=model_dir,
         save_checkpoints_steps=eval_every_steps,
@@ -18,14 +43,15 @@ def build_estimator(model_fn, model_dir, eval_every_steps, save_summary_steps=10
         log_step_count_steps=log_every_steps,
         keep_checkpoint_max=keep_checkpoint_max,
         tf_random_seed=seed,
-        session_config=session_config(intra_op_threads, inter_op_threads))
+        session_config=build_session_config(devices, intra_op_threads, inter_op_threads, use_xla),
+        train_distribute=strategy)
     return tf.estimator.Estimator(model_fn=model_fn, config=run_config)
 
 
 def train_and_evaluate(estimator, train_input_fn, eval_input_fn, max_steps, exporter,
-                       eval_every_steps, early_stopping_evals=0):
+                       eval_every_steps, early_stopping_evals=0, examples_per_step=32, log_every_steps=50):
     """Train to `max_steps` (resuming from the newest checkpoint), evaluating every checkpoint."""
-    hooks = []
+    hooks = [ProgressHook(examples_per_step, max_steps, log_every_steps)]
     if early_stopping_evals:
         hooks.append(tf.estimator.experimental.stop_if_no_decrease_hook(
             estimator, "eval_loss", max_steps_without_decrease=early_stopping_evals * eval_every_steps,
