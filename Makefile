@@ -80,7 +80,7 @@ else
 start_api: venv
 	@mkdir -p $(LOG_DIR)
 	@echo "starting gunicorn on port $(api_port) (model: $(or $(model_dir),newest export under models/trained_model))"
-	@PORT=$(api_port) $(if $(model_dir),MODEL_DIR=$(model_dir)) nohup $(VENV)/bin/gunicorn -c gunicorn.conf.py \
+	@PORT=$(api_port) MALLOC_ARENA_MAX=2 $(if $(model_dir),MODEL_DIR=$(model_dir)) nohup $(VENV)/bin/gunicorn -c gunicorn.conf.py \
 		--pid $(LOG_DIR)/gunicorn-$(api_port).pid --pythonpath src "app:serve()" \
 		> $(LOG_DIR)/api-$(api_port).log 2>&1 &
 	@$(VPY) src/wait_ready.py http://127.0.0.1:$(api_port) $(LOG_DIR)/api-$(api_port).log
@@ -146,7 +146,7 @@ endif
 DEMO_DIR = models/demo
 DEMO_TRAIN = --data-file data/so_titles/train.csv --val-file data/so_titles/val.csv \
 	--test-file data/so_titles/test.csv --bert-dir $(DEMO_DIR)/pretrained --output-dir $(DEMO_DIR) \
-	--max-seq-length 64 --learning-rate 1e-4 --num-train-epochs 2 --eval-every-steps 375
+	--max-seq-length 64 --pooling mean --learning-rate 1e-4 --num-train-epochs 2 --eval-every-steps 375
 CURL_EXAMPLE = curl -s -H "Content-Type: application/json" --request POST --data \
 	'{"X": ["Why does my code keep throwing me null pointer exception?", "I wrote a loop that i cannot exit, what am I doing wrong?"]}' \
 	http://localhost:$(api_port)/predict

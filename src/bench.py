@@ -133,10 +133,9 @@ def main(argv=None):
     server.stop()
 
     server = serve(export_dir, os.path.join(logs, "on.log"), MICRO_BATCHING="1", THREADS="16")
-    latencies_ms(server.url, titles[:1], 20)
+    on = throughput(server.url, titles, args.clients, args.per_client)  # also the warm-up for RSS
     rss_warm = sum(rss for rss, _ in server.worker_rss_mib().values())
-    on = throughput(server.url, titles, args.clients, args.per_client)
-    done = args.clients * args.per_client
+    done = 0
     while done < args.rss_requests:
         throughput(server.url, titles, args.clients, args.per_client)
         done += args.clients * args.per_client

@@ -47,7 +47,9 @@ class Server(object):
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.log_path = log_path
-        environ = dict(os.environ, MODEL_DIR=model_dir, HOST="127.0.0.1", PORT=str(self.port), **env)
+        environ = dict(os.environ, MODEL_DIR=model_dir, HOST="127.0.0.1", PORT=str(self.port))
+        environ.setdefault("MALLOC_ARENA_MAX", "2")  # as `make start_api` and the API image set it
+        environ.update(env)
         self._log = open(log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"),
@@ -138,7 +140,7 @@ def soak(model_dir, clients, requests, log_dir, texts):
     try:
         if not server.wait_ready():
             raise SystemExit("error: server not ready; see %s" % server.log_path)
-        run_clients(server.url, lambda i: [texts[i % len(texts)]], 2, 10)  # warm-up
+        run_clients(server.url, lambda i: [texts[i % len(texts)]], clients, 10)  # warm-up, same pattern
         before = sum(rss for rss, _ in server.worker_rss_mib().values())
         latencies, failures, wall = run_clients(server.url, lambda i: [texts[i % len(texts)]], clients,
                                                 max(1, requests // clients))
