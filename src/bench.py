@@ -75,7 +75,8 @@ def throughput(url, titles, clients, per_client):
 
 
 def serve(export_dir, log_path, **env):
-    server = Server(export_dir, log_path, ACCESS_LOG="/dev/null", WORKERS="1", **env)
+    env.setdefault("WORKERS", "1")
+    server = Server(export_dir, log_path, ACCESS_LOG="/dev/null", **env)
     if not server.wait_ready():
         server.stop()
         sys.exit("server did not become ready; see %s" % log_path)
@@ -142,6 +143,12 @@ def main(argv=None):
     rss_after, rss_peak = [sum(x) for x in zip(*server.worker_rss_mib().values())]
     server.stop()
 
+    # The default of one worker: a second one splits the same two cores and doubles the memory.
+    server = serve(export_dir, os.path.join(logs, "two.log"), MICRO_BATCHING="1", THREADS="16", WORKERS="2")
+    throughput(server.url, titles, args.clients, 5)
+    two_workers = throughput(server.url, titles, args.clients, args.per_client)
+    server.stop()
+
     rows += [
         ("/predict 1 title: p50 / p99 ms", "%.1f / %.1f" % (np.percentile(one, 50), np.percentile(one, 99)),
          "target p50 <= 25 ms (TF2)"),
@@ -151,6 +158,8 @@ def main(argv=None):
         ("%d clients x 1 title, micro-batching off: req/s" % args.clients, "%.1f" % off, ""),
         ("%d clients x 1 title, micro-batching on: req/s" % args.clients, "%.1f" % on,
          "%.2fx off (target >= 2x)" % (on / off)),
+        ("%d clients x 1 title, micro-batching on, 2 workers: req/s" % args.clients, "%.1f" % two_workers,
+         "%.2fx one worker" % (two_workers / on)),
         ("worker RSS MiB: after warm-up / after %d requests (peak)" % done,
          "%.0f / %.0f (%.0f)" % (rss_warm, rss_after, rss_peak),
          "%+.1f%% (target within 10%%)" % (100.0 * (rss_after - rss_warm) / rss_warm)),
