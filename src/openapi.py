@@ -16,8 +16,9 @@ def _errors(*codes):
 def spec(max_texts):
     predict_request = {
         "type": "object", "required": ["X"], "additionalProperties": True,
-        "properties": {"X": {"type": "array", "minItems": 1, "maxItems": max_texts,
-                             "items": {"type": "string"}, "description": "texts to classify"}},
+        # The text-count limit is a size limit (413), not a schema rule, so it is described, not maxItems.
+        "properties": {"X": {"type": "array", "minItems": 1, "items": {"type": "string"},
+                             "description": "texts to classify, at most %d (more: 413)" % max_texts}},
     }
     predict_response = {
         "type": "object", "required": ["predictions", "prediction_probs", "probabilities", "model"],

@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from errors import UserError  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
 
 csv.field_size_limit(2 ** 31 - 1)
 
@@ -70,13 +70,7 @@ def run(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        run(args)
-    except UserError as exc:
-        print("error: %s" % exc, file=sys.stderr)
-        return exc.exit_code
-    return 0
+    return run_cli(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from errors import UserError  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -161,12 +161,7 @@ def run(args):
 def main(argv=None):
     args = parse_args(argv)
     setup_logging()
-    try:
-        run(args)
-    except UserError as exc:
-        print("error: %s" % exc, file=sys.stderr)
-        return exc.exit_code
-    return 0
+    return run_cli(run, args)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,8 @@ def test_wrong_method_and_unknown_path(client):
                              (client.get("/nope"), 404)):
         assert response.status_code == status
         assert set(response.get_json()) == {"error", "request_id"}
+        if status == 405:
+            assert "GET" in response.headers["Allow"] or "POST" in response.headers["Allow"]
 
 
 def test_server_fault_is_a_json_500_with_the_traceback_in_the_log(app, predictor, caplog):
