@@ -37,9 +37,8 @@ if not _absl_flags.FLAGS.is_parsed():
     _absl_flags.FLAGS.mark_as_parsed()
 
 if not IS_TF2:
-    # bert's AdamWeightDecayOptimizer assigns m, v and the weights with plain ops; on TF 1.15's
-    # reference variables those reads and writes race and training stalls (seen in our tests:
-    # two of three classes never separate). Resource variables, TF 2's default, are race-free.
+    # Resource variables, TF 2's default, on TF 1.15 too: one variable semantics (reads ordered
+    # against assignments) on both runtimes, and one code path for the replica-safe optimizer.
     tf.enable_resource_variables()
 
 # TF's logger has a handler of its own; drop it so its lines go through the app's logging once.

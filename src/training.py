@@ -1,11 +1,43 @@
 """The estimator stage: RunConfig, Estimator and `train_and_evaluate` with the best exporter."""
 import logging
+import time
 
-from model import ProgressHook
 from predictor import session_config
 from tf_compat import tf
 
 log = logging.getLogger(__name__)
+
+
+class ProgressHook(tf.train.SessionRunHook):
+    """Logs one line every `every_n` steps: step, examples/s and the time left (the estimator
+    logs the loss). Only time inside training steps counts, so evaluations do not skew the rate.
+    """
+
+    def __init__(self, batch_size, total_steps, every_n):
+        self._batch_size = batch_size
+        self._total_steps, self._every_n = total_steps, every_n
+
+    def begin(self):
+        self._global_step = tf.train.get_global_step()
+        self._step = None
+        self._steps_since, self._busy_since = 0, 0.0
+
+    def before_run(self, run_context):
+        self._started = time.time()
+        return tf.train.SessionRunArgs(self._global_step)
+
+    def after_run(self, run_context, run_values):
+        global_step = run_values.results
+        # Count runs ourselves: bert bumps the global step in the same run that reads it.
+        self._step = global_step + 1 if self._step is None else self._step + 1
+        self._steps_since += 1
+        self._busy_since += time.time() - self._started
+        if self._steps_since >= self._every_n or self._step >= self._total_steps:
+            rate = self._steps_since / max(self._busy_since, 1e-9)
+            eta = max(0, self._total_steps - self._step) / rate
+            log.info("step %d/%d  %.1f examples/s  ETA %s", self._step, self._total_steps,
+                     rate * self._batch_size, time.strftime("%H:%M:%S", time.gmtime(eta)))
+            self._steps_since, self._busy_since = 0, 0.0
 
 
 def training_devices(devices):

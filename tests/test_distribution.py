@@ -21,11 +21,12 @@ def test_two_mirrored_devices_learn_like_one(tiny_bert_dir, tiny_csv, tmp_path):
     assert "MirroredStrategy" in log and "on /cpu:0, /cpu:1" in log
     # 364 rows x 8 epochs / (8 per replica x 2 replicas) = 182 steps: the global step moved once per step
     assert re.search(r"Saving dict for global step 182:", log)
-    assert losses[-1] < 0.25 * losses[0] and best["loss"] < 0.2, losses
-    assert best["metrics"]["accuracy"] >= 0.9
+    # chance is ln(3) = 1.10; one device reaches ~0.002 with these settings
+    assert max(losses[1:]) < 0.1 and best["loss"] < 0.05, losses
+    assert best["metrics"]["accuracy"] >= 0.95
 
 
 def test_amp_and_xla_path_trains(tiny_bert_dir, tiny_csv, tmp_path):
     """On a CPU the float16 rewrite does nothing, but the loss-scaled optimizer path must still learn."""
     log, losses, best = train(tiny_bert_dir, tiny_csv, tmp_path / "amp", "--use-amp", "--use-xla")
-    assert losses[-1] < 0.25 * losses[0] and best["metrics"]["accuracy"] >= 0.9, losses
+    assert best["loss"] < 0.05 and best["metrics"]["accuracy"] >= 0.95, losses
