@@ -12,6 +12,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from errors import UserError, run_cli  # noqa: E402
+from settings import DEFAULTS  # noqa: E402
 
 csv.field_size_limit(2 ** 31 - 1)
 
@@ -24,7 +25,8 @@ def parse_args(argv=None):
     parser.add_argument("--text-column", default="post")
     parser.add_argument("--sep", default=None, help="field separator (default: tab for .tsv, else comma)")
     parser.add_argument("--chunk-size", type=int, default=1024, help="rows read and classified at a time")
-    parser.add_argument("--max-batch-size", type=int, default=32, help="texts per forward pass")
+    parser.add_argument("--max-batch-size", type=int, default=DEFAULTS["MAX_BATCH_SIZE"],
+                        help="texts per forward pass")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 

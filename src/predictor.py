@@ -12,6 +12,7 @@ import numpy as np
 from errors import UserError
 from export import SIGNATURE_INPUTS, SIGNATURE_OUTPUT, read_assets, resolve_export
 from features import TextEncoder, build_tokenizer
+from settings import DEFAULTS
 from tf_compat import TF_VERSION, tf
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,8 @@ def session_config(intra_op_threads=0, inter_op_threads=0):
 
 class Predictor(object):
 
-    def __init__(self, export_dir, max_batch_size=32, intra_op_threads=0, inter_op_threads=0,
-                 micro_batch_wait_ms=None):
+    def __init__(self, export_dir, max_batch_size=DEFAULTS["MAX_BATCH_SIZE"], intra_op_threads=0,
+                 inter_op_threads=0, micro_batch_wait_ms=None):
         """`micro_batch_wait_ms` set (>= 0) coalesces concurrent callers' texts (see batcher.py)."""
         self.export_dir = resolve_export(export_dir)
         self.labels, vocab_file, self.config = read_assets(self.export_dir)
