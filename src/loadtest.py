@@ -40,6 +40,19 @@ def predict(url, texts, timeout=60):
     return http(url + "/predict", json.dumps({"X": texts}).encode(), timeout)
 
 
+def poll_ready(url, timeout, gave_up=lambda: False, interval=0.2):
+    """True once `url`/ready answers 200; False after `timeout` s or as soon as `gave_up()`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not gave_up():
+        try:
+            if http(url + "/ready", timeout=2)[0] == 200:
+                return True
+        except (URLError, OSError):
+            pass
+        time.sleep(interval)
+    return False
+
+
 class Server(object):
     """gunicorn with gunicorn.conf.py, as `make start_api` runs it, on a free loopback port."""
 
@@ -56,15 +69,7 @@ class Server(object):
              "--pythonpath", SRC, "app:serve()"], cwd=ROOT, env=environ, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout=180):
-        deadline = time.time() + timeout
-        while time.time() < deadline and self.process.poll() is None:
-            try:
-                if http(self.url + "/ready", timeout=2)[0] == 200:
-                    return True
-            except (URLError, OSError):
-                pass
-            time.sleep(0.2)
-        return False
+        return poll_ready(self.url, timeout, gave_up=lambda: self.process.poll() is not None)
 
     def worker_pids(self):
         pids = []

@@ -1,14 +1,17 @@
 """Wait until the API at URL answers /ready with 200; print the server's error and exit 1 if it dies.
 
-    python src/wait_ready.py http://127.0.0.1:5000 models/logs/gunicorn-5000.log [timeout_s]
+    python src/wait_ready.py http://127.0.0.1:5000 models/logs/api-5000.log [timeout_s]
 """
+import os
 import sys
-import time
-from urllib.error import URLError
-from urllib.request import urlopen
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from loadtest import poll_ready  # noqa: E402
 
 
 def server_error(log_file):
+    """The server's last `error: ...` line (a model that cannot load), if any."""
     try:
         with open(log_file, errors="replace") as handle:
             lines = [line.strip() for line in handle if line.startswith("error: ")]
@@ -18,19 +21,10 @@ def server_error(log_file):
 
 
 def wait_ready(url, log_file, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if urlopen(url + "/ready", timeout=2).status == 200:
-                return 0
-        except (URLError, OSError):
-            pass
-        error = server_error(log_file)
-        if error:
-            print(error, file=sys.stderr)
-            return 1
-        time.sleep(0.5)
-    print("error: the API at %s was not ready after %ds; see %s" % (url, timeout, log_file), file=sys.stderr)
+    if poll_ready(url, timeout, gave_up=lambda: server_error(log_file) is not None, interval=0.5):
+        return 0
+    print(server_error(log_file) or "error: the API at %s was not ready after %ds; see %s" % (url, timeout, log_file),
+          file=sys.stderr)
     return 1
 
 
