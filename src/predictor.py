@@ -27,7 +27,7 @@ def session_config(intra_op_threads=0, inter_op_threads=0):
 class Predictor(object):
 
     def __init__(self, export_dir, max_batch_size=DEFAULTS["MAX_BATCH_SIZE"], intra_op_threads=0,
-                 inter_op_threads=0, micro_batch_wait_ms=None):
+                 inter_op_threads=0, micro_batch_wait_ms=None, predict_timeout_s=DEFAULTS["PREDICT_TIMEOUT_S"]):
         """`micro_batch_wait_ms` set (>= 0) coalesces concurrent callers' texts (see batcher.py)."""
         self.export_dir = resolve_export(export_dir)
         self.labels, vocab_file, self.config = read_assets(self.export_dir)
@@ -41,12 +41,17 @@ class Predictor(object):
         self._batcher = None
         if micro_batch_wait_ms is not None:
             from batcher import MicroBatcher
-            self._batcher = MicroBatcher(self.forward_sorted, max_batch_size, micro_batch_wait_ms)
+            self._batcher = MicroBatcher(self.forward_sorted, max_batch_size, micro_batch_wait_ms, predict_timeout_s)
         log.info("loaded %s (%d labels, TF %s)", self.export_dir, len(self.labels), TF_VERSION)
 
     @classmethod
     def from_export(cls, export_dir, **kwargs):
         return cls(export_dir, **kwargs)
+
+    @property
+    def healthy(self):
+        """False once the micro-batcher's thread has died (requests then get 503; /ready says so)."""
+        return self._batcher is None or self._batcher.alive
 
     @property
     def name(self):

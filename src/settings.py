@@ -1,6 +1,8 @@
 """Serving settings: one default each, overridable by environment variables (the config object)."""
 import os
 
+from errors import UserError
+
 DEFAULTS = {
     "MODEL_DIR": "models/trained_model",  # an export, or a folder of them (newest is served)
     "MAX_BATCH_SIZE": 8,                  # texts per forward pass (sorted by length: small batches pad little)
@@ -8,6 +10,7 @@ DEFAULTS = {
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,  # bytes per request body, more -> 413
     "MICRO_BATCHING": True,               # coalesce concurrent requests into shared forward passes
     "MICRO_BATCH_WAIT_MS": 2,             # how long the first queued text waits for company
+    "PREDICT_TIMEOUT_S": 30,              # a request waits at most this long for its forward pass (then 503)
     "LOG_FILE": "",                       # also write the call log to this rotating file
     "LOG_TEXTS": False,                   # put raw texts in the call log
     "INTRA_OP_THREADS": 0,                # TF thread pools per worker (0: TF decides)
@@ -17,11 +20,26 @@ DEFAULTS = {
 }
 
 
-def _convert(default, raw):
+MUST_BE_POSITIVE = ("MAX_BATCH_SIZE", "MAX_TEXTS", "MAX_CONTENT_LENGTH", "PREDICT_TIMEOUT_S")
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _convert(name, default, raw):
+    """The environment's text as the default's type; a UserError naming the variable otherwise."""
     if isinstance(default, bool):
-        return raw.strip().lower() in ("1", "true", "yes", "on")
+        word = raw.strip().lower()
+        if word not in TRUE + FALSE:
+            raise UserError("%s must be one of %s, not %r" % (name, "/".join(TRUE + FALSE), raw))
+        return word in TRUE
     if isinstance(default, int):
-        return int(raw)
+        try:
+            value = int(raw)
+        except ValueError:
+            value = -1
+        minimum = 1 if name in MUST_BE_POSITIVE else 0
+        if value < minimum:
+            raise UserError("%s must be %s, not %r" % (name, "a positive integer" if minimum else "an integer >= 0", raw))
+        return value
     return raw
 
 
@@ -30,6 +48,6 @@ def from_env(environ=None, **overrides):
     environ = os.environ if environ is None else environ
     settings = {}
     for name, default in DEFAULTS.items():
-        settings[name] = _convert(default, environ[name]) if environ.get(name, "") != "" else default
+        settings[name] = _convert(name, default, environ[name]) if environ.get(name, "") != "" else default
     settings.update(overrides)
     return settings

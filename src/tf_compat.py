@@ -10,7 +10,10 @@ import os
 import sys
 import types
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep C++ start-up chatter out of user logs
+# TF's C++ start-up chatter (on a CPU box: "failed call to cuInit", cuDNN/cuBLAS factory lines) reads
+# like a failure; the trainer says in one plain line which devices it uses instead. Set
+# TF_CPP_MIN_LOG_LEVEL=0 to see it all again.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as _tf  # noqa: E402
 

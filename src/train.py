@@ -10,25 +10,41 @@ import argparse
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from cli import ArgumentParser, at_least, fraction, non_negative_int, positive_float, positive_int  # noqa: E402
 from errors import UserError, run_cli  # noqa: E402
+
+DEVICE_NAME = re.compile(r"^/(device:)?(cpu|gpu|CPU|GPU):\d+$")
+
+
+def device_list(raw):
+    """--devices: "auto", or a comma-separated list of names such as /gpu:0 or /cpu:1."""
+    if raw == "auto":
+        return raw
+    names = [d.strip() for d in raw.split(",") if d.strip()]
+    bad = [d for d in names if not DEVICE_NAME.match(d)]
+    if not names or bad:
+        raise argparse.ArgumentTypeError("%r is not a device name such as /gpu:0 or /cpu:1 (or auto)"
+                                         % (bad[0] if bad else raw))
+    return ",".join(names)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     data = parser.add_argument_group("data")
     data.add_argument("--data-file", default="data/stack-overflow-data.csv", help="CSV/TSV of texts and labels")
-    data.add_argument("--text-column", default="post")
-    data.add_argument("--label-column", default="tags")
+    data.add_argument("--text-column", default="post", help="column with the texts")
+    data.add_argument("--label-column", default="tags", help="column with the labels")
     data.add_argument("--sep", default=None, help="field separator (default: tab for .tsv, else comma)")
     data.add_argument("--val-file", default=None, help="validation file (default: 9%% of --data-file)")
     data.add_argument("--test-file", default=None, help="test file (default: 10%% of --data-file)")
-    data.add_argument("--seed", type=int, default=42, help="split, shuffle and init seed")
+    data.add_argument("--seed", type=non_negative_int, default=42, help="split, shuffle and init seed")
     data.add_argument("--cache-dir", default="data/cache", help="tokenized TFRecord cache")
 
     model = parser.add_argument_group("model")
@@ -36,7 +52,8 @@ def parse_args(argv=None):
                        help="folder with bert_config.json, vocab.txt, bert_model.ckpt.*")
     model.add_argument("--do-lower-case", choices=("auto", "true", "false"), default="auto",
                        help="auto: lower-case when the vocab is uncased")
-    model.add_argument("--max-seq-length", type=int, default=128)
+    model.add_argument("--max-seq-length", type=at_least(3), default=128,
+                       help="word pieces per text, [CLS] and [SEP] included")
     model.add_argument("--pooling", choices=("cls", "mean"), default="cls",
                        help="cls: bert's pooled [CLS] output; mean: average of the last layer "
                             "(for sentence-transformers checkpoints such as MiniLM)")
@@ -44,34 +61,35 @@ def parse_args(argv=None):
                        help="head+tail keeps the first and last word pieces of long texts")
 
     train = parser.add_argument_group("training")
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--eval-batch-size", type=int, default=64)
-    train.add_argument("--learning-rate", type=float, default=5e-5)
-    train.add_argument("--num-train-epochs", type=float, default=3.0)
-    train.add_argument("--max-steps", type=int, default=0, help="train steps (default: from epochs)")
-    train.add_argument("--warmup-proportion", type=float, default=0.1)
+    train.add_argument("--batch-size", type=positive_int, default=32, help="examples per step (per device)")
+    train.add_argument("--eval-batch-size", type=positive_int, default=64, help="examples per evaluation batch")
+    train.add_argument("--learning-rate", type=positive_float, default=5e-5, help="peak learning rate (AdamW)")
+    train.add_argument("--num-train-epochs", type=positive_float, default=3.0, help="passes over the training split")
+    train.add_argument("--max-steps", type=non_negative_int, default=0, help="train steps (0: from the epochs)")
+    train.add_argument("--warmup-proportion", type=fraction, default=0.1,
+                       help="share of the steps with a rising learning rate")
     train.add_argument("--no-length-bucketing", dest="length_bucketing", action="store_false",
                        help="batch in file order instead of grouping texts of similar length")
     train.add_argument("--pad-to-max-seq-length", action="store_true",
                        help="pad every batch to --max-seq-length (the original's way; for benchmarks)")
-    train.add_argument("--early-stopping-evals", type=int, default=0,
+    train.add_argument("--early-stopping-evals", type=non_negative_int, default=0,
                        help="stop after N evaluations without a lower validation loss (0: off)")
 
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", default="models",
                      help="checkpoints/, trained_model/ and report/ are written here")
     run.add_argument("--overwrite", action="store_true", help="delete old checkpoints and start afresh")
-    run.add_argument("--eval-every-steps", type=int, default=500, help="checkpoint and evaluate every N steps")
-    run.add_argument("--save-summary-steps", type=int, default=100)
-    run.add_argument("--log-every-steps", type=int, default=50, help="progress line every N steps")
-    run.add_argument("--keep-checkpoint-max", type=int, default=3)
-    run.add_argument("--devices", default="auto",
+    run.add_argument("--eval-every-steps", type=positive_int, default=500, help="checkpoint and evaluate every N steps")
+    run.add_argument("--save-summary-steps", type=positive_int, default=100, help="TensorBoard summary every N steps")
+    run.add_argument("--log-every-steps", type=positive_int, default=50, help="progress line every N steps")
+    run.add_argument("--keep-checkpoint-max", type=positive_int, default=3, help="newest checkpoints kept")
+    run.add_argument("--devices", type=device_list, default="auto",
                      help="auto: every visible GPU (several: mirrored replicas, --batch-size each); "
                           "or a list such as /gpu:0,/gpu:1 (or /cpu:0,/cpu:1 to try it on a CPU)")
     run.add_argument("--use-amp", action="store_true", help="mixed precision (float16) with dynamic loss scaling")
     run.add_argument("--use-xla", action="store_true", help="XLA JIT compilation")
-    run.add_argument("--intra-op-threads", type=int, default=0, help="0: one per core")
-    run.add_argument("--inter-op-threads", type=int, default=0)
+    run.add_argument("--intra-op-threads", type=non_negative_int, default=0, help="TF threads per op (0: one per core)")
+    run.add_argument("--inter-op-threads", type=non_negative_int, default=0, help="ops run at once (0: TF decides)")
     run.add_argument("--skip-report", action="store_true", help="no test-split report")
     return parser.parse_args(argv)
 
@@ -81,11 +99,14 @@ def setup_logging():
                         stream=sys.stderr)
 
 
-def prepare_output_dirs(args):
-    paths = {name: os.path.join(args.output_dir, name) for name in ("checkpoints", "trained_model", "report")}
-    if args.overwrite:
-        for name in ("checkpoints", "report"):
-            shutil.rmtree(paths[name], ignore_errors=True)
+OUTPUT_FOLDERS = ("checkpoints", "trained_model", "report")
+CLEARED_BY_OVERWRITE = ("checkpoints", "report")  # exports are never deleted
+
+
+def check_writable_folders(args):
+    """{name: path} of the output folders (and the cache), each created and proven writable."""
+    paths = {name: os.path.join(args.output_dir, name) for name in OUTPUT_FOLDERS}
+    paths["cache"] = args.cache_dir
     for path in paths.values():
         try:
             os.makedirs(path, exist_ok=True)
@@ -97,11 +118,27 @@ def prepare_output_dirs(args):
     return paths
 
 
+def clear_previous_run(paths):
+    """--overwrite: called after every check passed, so a refused run deletes nothing."""
+    for name in CLEARED_BY_OVERWRITE:
+        shutil.rmtree(paths[name], ignore_errors=True)
+        os.makedirs(paths[name])
+    logging.info("--overwrite: deleted the previous %s", " and ".join(paths[n] for n in CLEARED_BY_OVERWRITE))
+
+
+def describe_devices(devices):
+    """One plain line saying where training runs (TF's own device chatter is silenced)."""
+    if not devices:
+        return "devices: CPU (%d cores; no GPU visible to TensorFlow)" % os.cpu_count()
+    kind = "mirrored replicas" if len(devices) > 1 else "one device"
+    return "devices: %s (%s)" % (", ".join(devices), kind)
+
+
 def run(args):
     import data
     import features
     import pretrained
-    from export import AssetsWriter, serving_input_receiver_fn
+    from export import AssetsWriter, base_model_name, serving_input_receiver_fn
     from model import bert_config_dict, model_fn_builder
     from predictor import Predictor
     from report import write_report
@@ -109,18 +146,22 @@ def run(args):
     from training import build_estimator, train_and_evaluate, training_devices
     from utils.best_checkpoints_exporter import BestCheckpointsExporter
 
+    # Every check first; nothing is deleted or written until they all passed.
     base = pretrained.load(args.bert_dir, args.max_seq_length)
     do_lower_case = features.resolve_do_lower_case(args.do_lower_case, base.vocab_file, base.init_checkpoint)
     splits = data.load_splits(args.data_file, args.text_column, args.label_column, args.sep,
                               args.val_file, args.test_file, args.seed)
-    paths = prepare_output_dirs(args)
-
     encoder = features.TextEncoder(features.build_tokenizer(base.vocab_file, do_lower_case),
                                    args.max_seq_length, args.truncate)
+    devices = training_devices(args.devices)
+    paths = check_writable_folders(args)
+    if args.overwrite:
+        clear_previous_run(paths)
+    logging.info(describe_devices(devices))
+
     records = {name: features.cached_records(frame, splits.labels, encoder, base.vocab_file, do_lower_case,
                                              args.cache_dir, name)
                for name, frame in (("train", splits.train), ("val", splits.val))}
-    devices = training_devices(args.devices)
     examples_per_step = args.batch_size * max(1, len(devices))  # --batch-size is per replica
     max_steps = args.max_steps or int(math.ceil(args.num_train_epochs * len(splits.train) / examples_per_step))
 
@@ -133,10 +174,9 @@ def run(args):
     model_config = {
         "max_seq_length": args.max_seq_length, "do_lower_case": do_lower_case, "truncate": args.truncate,
         "pooling": args.pooling,
-        "base_model": os.path.basename(os.path.normpath(args.bert_dir)), "bert_config": bert_config_dict(base.config),
+        "base_model": base_model_name(base.config, do_lower_case), "bert_config": bert_config_dict(base.config),
         "data_file": args.data_file, "data_sha256": data.file_digest(args.data_file),
         "num_labels": len(splits.labels), "tf_version": TF_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     exporter = BestCheckpointsExporter(
         serving_input_receiver_fn, paths["trained_model"], paths["checkpoints"],
@@ -144,8 +184,8 @@ def run(args):
     train_input_fn = features.input_fn_builder(records["train"], args.batch_size, True, args.max_seq_length,
                                                args.length_bucketing, args.pad_to_max_seq_length, args.seed)
     eval_input_fn = features.input_fn_builder(records["val"], args.eval_batch_size, False, args.max_seq_length)
-    logging.info("training %d steps of %d examples on %s (%d labels) into %s", max_steps, examples_per_step,
-                 ", ".join(devices) or "the default device", len(splits.labels), paths["checkpoints"])
+    logging.info("training %d steps of %d examples (%d labels) into %s", max_steps, examples_per_step,
+                 len(splits.labels), paths["checkpoints"])
     train_and_evaluate(estimator, train_input_fn, eval_input_fn, max_steps, exporter, args.eval_every_steps,
                        args.early_stopping_evals, examples_per_step, args.log_every_steps)
 

@@ -23,7 +23,7 @@ class ProgressHook(tf.train.SessionRunHook):
         self._steps_since, self._busy_since = 0, 0.0
 
     def before_run(self, run_context):
-        self._started = time.time()
+        self._started = time.perf_counter()
         return tf.train.SessionRunArgs(self._global_step)
 
     def after_run(self, run_context, run_values):
@@ -31,7 +31,7 @@ class ProgressHook(tf.train.SessionRunHook):
         # Count runs ourselves: bert bumps the global step in the same run that reads it.
         self._step = global_step + 1 if self._step is None else self._step + 1
         self._steps_since += 1
-        self._busy_since += time.time() - self._started
+        self._busy_since += time.perf_counter() - self._started
         if self._steps_since >= self._every_n or self._step >= self._total_steps:
             rate = self._steps_since / max(self._busy_since, 1e-9)
             eta = max(0, self._total_steps - self._step) / rate
@@ -50,7 +50,8 @@ def training_devices(devices):
 
 def build_session_config(devices, intra_op_threads=0, inter_op_threads=0, use_xla=False):
     config = session_config(intra_op_threads, inter_op_threads)
-    n_cpus = 1 + max([int(d.rsplit(":", 1)[1]) for d in devices if "cpu" in d.lower()] or [0])
+    # Names are checked by train.py's --devices (e.g. /cpu:1): the index follows the last colon.
+    n_cpus = 1 + max([int(d.rsplit(":", 1)[-1]) for d in devices if "cpu" in d.lower() and ":" in d] or [0])
     if n_cpus > 1:  # virtual CPU devices, so several "devices" can be tried on a CPU box
         config.device_count["CPU"] = n_cpus
     if use_xla:

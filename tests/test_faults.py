@@ -35,14 +35,16 @@ def broken_exports(trained, tmp_path):
 
 @pytest.mark.parametrize("case", ["missing", "empty", "corrupt", "labels"])
 def test_broken_model_refuses_to_start_with_one_line(case, trained, tmp_path):
+    """Through gunicorn, as served: the worker's loader fails, gunicorn halts with one error line."""
+    from server import Server
     model_dir, message = broken_exports(trained, tmp_path)[case]
-    result = subprocess.run([sys.executable, "-c", "import app; app.serve()"], cwd=SRC,
-                            env=dict(os.environ, MODEL_DIR=model_dir), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
-    assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+    server = Server(model_dir, str(tmp_path / "server.log"))
+    assert not server.wait_ready(timeout=120)
+    assert server.stop() != 0
+    log = server.log()
+    errors = [line for line in log.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], log[-2000:]
+    assert "Traceback" not in log
 
 
 def base_args(tiny_bert_dir, tiny_csv, out):
