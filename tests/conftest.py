@@ -31,6 +31,10 @@ TINY_BERT_CONFIG = {
 }
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: subprocesses, servers or training (left out by make test-fast)")
+
+
 def run_cli(script, args, timeout=600, env=None):
     """Run one of src/*.py in a fresh process; returns the CompletedProcess."""
     return subprocess.run([sys.executable, os.path.join(SRC, script)] + list(args), cwd=ROOT,

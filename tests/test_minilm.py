@@ -126,3 +126,17 @@ def test_minilm_fine_tunes_end_to_end(minilm_dir, tmp_path):
     with open(os.path.join(out, "report", "metrics.json")) as handle:
         metrics = json.load(handle)
     assert metrics["accuracy"] > 0.4, metrics["accuracy"]  # chance is 0.05
+    with open(os.path.join(metrics["export_dir"], "assets.extra", "model_config.json")) as handle:
+        assert json.load(handle)["base_model"] == "all-MiniLM-L6-v2"  # what /metadata names, not a folder
+
+
+def test_converting_again_replaces_only_its_own_output(minilm_dir, tmp_path):
+    """A rerun replaces an earlier conversion; a folder with anyone else's model is never touched."""
+    import shutil
+    mine = str(tmp_path / "mine")
+    shutil.copytree(minilm_dir, mine)
+    before = os.path.getmtime(os.path.join(mine, "bert_model.ckpt.index"))
+    result = run_cli("convert_minilm.py", ["--output", mine, "--wheel-dir", os.path.dirname(wheels.require(wheels.MINILM))])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert os.path.getmtime(os.path.join(mine, "bert_model.ckpt.index")) > before
+    assert sorted(os.listdir(str(tmp_path))) == ["mine"]  # no temp or old folder left behind
