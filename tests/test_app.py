@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import call_log, run_cli
+from helpers import call_log, run_cli
 
 ORIGINAL_BODY = {"X": ["Why does my code keep throwing me null pointer exception?",
                        "I wrote a loop that i cannot exit, what am I doing wrong?"]}
@@ -90,8 +90,8 @@ def test_wrong_method_and_unknown_path(client):
 
 
 def test_server_fault_is_a_json_500_with_the_traceback_in_the_log(app, predictor, caplog):
-    import settings
-    from app import create_app
+    from bert_in_a_flask.serving import settings
+    from bert_in_a_flask.serving.app import create_app
 
     class Broken(object):
         name, labels, config, export_dir = predictor.name, predictor.labels, predictor.config, predictor.export_dir
@@ -132,8 +132,8 @@ def test_every_call_is_logged_without_raw_text(app, client):
 
 
 def test_raw_texts_are_logged_only_when_asked(predictor, tmp_path):
-    import settings
-    from app import create_app
+    from bert_in_a_flask.serving import settings
+    from bert_in_a_flask.serving.app import create_app
     app = create_app(settings.from_env({"LOG_TEXTS": "1", "LOG_FILE": str(tmp_path / "t.log")}),
                      predictor=predictor)
     post(app.test_client(), ORIGINAL_BODY)

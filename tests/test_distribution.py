@@ -3,7 +3,11 @@ import json
 import os
 import re
 
-from conftest import TRAIN_ARGS, run_cli
+import pytest
+
+from helpers import TRAIN_ARGS, run_cli
+
+pytestmark = pytest.mark.slow  # training runs, servers or subprocesses
 
 
 def train(tiny_bert_dir, tiny_csv, out, *extra):

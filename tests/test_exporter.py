@@ -21,7 +21,7 @@ class FakeEstimator(object):
 
 def make_exporter(tmp_path):
     return BestCheckpointsExporter(lambda: None, str(tmp_path / "exports"), str(tmp_path),
-                                   assets_builder=lambda extra: {})
+                                   assets_builder=lambda **extra: {})
 
 
 def evaluate(exporter, estimator, step, loss):

@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from conftest import ROOT, SRC, TRAIN_ARGS, run_cli
+from helpers import ROOT, SRC, TRAIN_ARGS, run_cli
+
+pytestmark = pytest.mark.slow  # training runs, servers or subprocesses
 
 
 def broken_exports(trained, tmp_path):
@@ -36,7 +38,7 @@ def broken_exports(trained, tmp_path):
 @pytest.mark.parametrize("case", ["missing", "empty", "corrupt", "labels"])
 def test_broken_model_refuses_to_start_with_one_line(case, trained, tmp_path):
     """Through gunicorn, as served: the worker's loader fails, gunicorn halts with one error line."""
-    from server import Server
+    from bert_in_a_flask.tools.loadtest import Server
     model_dir, message = broken_exports(trained, tmp_path)[case]
     server = Server(model_dir, str(tmp_path / "server.log"))
     assert not server.wait_ready(timeout=120)
@@ -80,7 +82,7 @@ def test_unwritable_output_folder_is_named(tiny_bert_dir, tiny_csv, tmp_path):
 
 def test_leftovers_of_an_interrupted_run_are_ignored(trained):
     """A half-written cache file and a half-written export never get used."""
-    from export import latest_export
+    from bert_in_a_flask.shared.export_contract import latest_export
     root = os.path.dirname(trained["export_dir"])
     half = os.path.join(root, "temp-9999999999")
     os.makedirs(half, exist_ok=True)

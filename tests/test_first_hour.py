@@ -1,4 +1,5 @@
 """A new user's first hour (issue 11): every rough edge they hit, through the commands they type."""
+import importlib
 import json
 import os
 import re
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, SRC, TRAIN_ARGS, run_cli
+from helpers import ROOT, SRC, run_cli
 
 VENV = sys.prefix  # the venv running the tests: make uses it as is
 PYTHON = "python%d.%d" % sys.version_info[:2]
@@ -52,7 +53,7 @@ def api(trained, tmp_path):
 
 @pytest.mark.slow
 def test_second_start_on_a_busy_port_fails_at_once_and_keeps_the_running_server(api, trained, tmp_path):
-    from loadtest import predict
+    from bert_in_a_flask.tools.loadtest import predict
     assert predict(api["url"], ["spring maven jvm"])[0] == 200
     with open(api["log"], "rb") as handle:
         log_before = handle.read()
@@ -111,8 +112,8 @@ def test_readiness_wait_stops_when_the_server_exits_and_shows_its_error(tmp_path
 
 
 def test_start_api_without_model_dir_serves_the_newest_export_under_models(tmp_path):
-    from start_api import newest_export
-    from errors import UserError
+    from bert_in_a_flask.tools.start_api import newest_export
+    from bert_in_a_flask.shared.errors import UserError
     with pytest.raises(UserError, match="model_dir="):
         newest_export(str(tmp_path))
     for path in ("models/demo/trained_model/1700000100", "models/trained_model/1700000000",
@@ -151,21 +152,25 @@ def test_predict_cli_checks_the_output_before_loading_the_model(tmp_path):
     assert sorted(os.listdir(str(tmp_path))) == ["a-folder", "in.csv"] and os.listdir(str(folder)) == []
 
 
+CLI_MODULES = {"train.py": "bert_in_a_flask.training.cli", "predict.py": "bert_in_a_flask.serving.predict_cli",
+               "convert_minilm": "bert_in_a_flask.tools.convert_minilm",
+               "download_data": "bert_in_a_flask.tools.download_data", "loadtest": "bert_in_a_flask.tools.loadtest",
+               "bench": "bert_in_a_flask.tools.bench", "start_api": "bert_in_a_flask.tools.start_api"}
 NUMERIC_FLAGS = {
-    "train.py": ["--batch-size", "--eval-batch-size", "--learning-rate", "--num-train-epochs", "--eval-every-steps",
+    "bert_in_a_flask.training.cli": ["--batch-size", "--eval-batch-size", "--learning-rate", "--num-train-epochs", "--eval-every-steps",
                  "--save-summary-steps", "--log-every-steps", "--keep-checkpoint-max", "--max-seq-length"],
-    "predict.py": ["--chunk-size", "--max-batch-size"],
-    "loadtest.py": ["--clients", "--requests"],
-    "bench.py": ["--train-steps", "--requests", "--clients", "--per-client", "--rss-requests"],
-    "start_api.py": ["--port", "--timeout"],
+    "bert_in_a_flask.serving.predict_cli": ["--chunk-size", "--max-batch-size"],
+    "bert_in_a_flask.tools.loadtest": ["--clients", "--requests"],
+    "bert_in_a_flask.tools.bench": ["--train-steps", "--requests", "--clients", "--per-client", "--rss-requests"],
+    "bert_in_a_flask.tools.start_api": ["--port", "--timeout"],
 }
-NON_NEGATIVE_FLAGS = {"train.py": ["--max-steps", "--seed", "--early-stopping-evals", "--intra-op-threads",
+NON_NEGATIVE_FLAGS = {"bert_in_a_flask.training.cli": ["--max-steps", "--seed", "--early-stopping-evals", "--intra-op-threads",
                                    "--inter-op-threads"]}
-REQUIRED = {"predict.py": ["--input", "x.csv", "--output", "y.csv"], "start_api.py": ["--port", "5000"]}
+REQUIRED = {"bert_in_a_flask.serving.predict_cli": ["--input", "x.csv", "--output", "y.csv"], "bert_in_a_flask.tools.start_api": ["--port", "5000"]}
 
 
 def parse(script, argv):
-    module = __import__(script[:-3])
+    module = importlib.import_module(script)
     parser_owner = getattr(module, "parse_args", None)
     if parser_owner is not None:
         return parser_owner(argv)
@@ -178,9 +183,9 @@ def bad_values():
         cases += [(script, flag, value) for flag in flags for value in ("0", "-3")]
     for script, flags in NON_NEGATIVE_FLAGS.items():
         cases += [(script, flag, "-1") for flag in flags]
-    cases += [("train.py", "--learning-rate", "nan"), ("train.py", "--warmup-proportion", "1.5"),
-              ("train.py", "--batch-size", "eight"), ("train.py", "--devices", "/cpu"),
-              ("train.py", "--devices", "gpu0")]
+    cases += [("bert_in_a_flask.training.cli", "--learning-rate", "nan"), ("bert_in_a_flask.training.cli", "--warmup-proportion", "1.5"),
+              ("bert_in_a_flask.training.cli", "--batch-size", "eight"), ("bert_in_a_flask.training.cli", "--devices", "/cpu"),
+              ("bert_in_a_flask.training.cli", "--devices", "gpu0")]
     return cases
 
 
@@ -205,13 +210,13 @@ def test_zero_batch_size_stops_at_once_in_one_line(tmp_path):
     assert os.listdir(str(tmp_path)) == []
 
 
-@pytest.mark.parametrize("script", ["train.py", "predict.py", "convert_minilm.py", "download_data.py",
-                                    "loadtest.py", "bench.py", "start_api.py"])
+@pytest.mark.parametrize("script", ["train.py", "predict.py"] + sorted(set(CLI_MODULES.values()) - {
+    "bert_in_a_flask.training.cli", "bert_in_a_flask.serving.predict_cli"}))
 def test_help_shows_every_default(script):
     result = run_cli(script, ["--help"], env=dict(os.environ, COLUMNS="400"))  # no wrapping inside a path
     assert result.returncode == 0
     blocks = help_blocks(result.stdout)
-    for flag, default in flags_with_defaults(__import__(script[:-3])):
+    for flag, default in flags_with_defaults(importlib.import_module(CLI_MODULES.get(script, script))):
         assert "(default: %s)" % (default,) in blocks[flag], (flag, blocks[flag])
 
 
@@ -302,7 +307,7 @@ def test_tensorboard_reads_every_run_under_models_or_logdir():
 
 @pytest.mark.slow
 def test_one_log_line_per_request(trained, tmp_path):
-    from server import Server, http
+    from bert_in_a_flask.tools.loadtest import Server, http
     server = Server(trained["export_dir"], str(tmp_path / "server.log"))
     try:
         assert server.wait_ready(), server.log()[-3000:]
@@ -334,8 +339,8 @@ def test_training_says_where_it_runs_without_tf_noise(trained):
 # --- 12, 13: readiness and the micro-batcher -----------------------------------------------
 
 def test_ready_is_503_until_the_model_is_loaded_and_predict_waits_for_it(predictor, monkeypatch, tmp_path):
-    import app as app_module
-    import settings
+    from bert_in_a_flask.serving import app as app_module
+    from bert_in_a_flask.serving import settings
     release = threading.Event()
 
     def slow_build(settings):
@@ -362,8 +367,8 @@ def test_ready_is_503_until_the_model_is_loaded_and_predict_waits_for_it(predict
 
 
 def test_a_model_that_fails_to_load_in_the_background_is_reported(monkeypatch, tmp_path):
-    import app as app_module
-    import settings
+    from bert_in_a_flask.serving import app as app_module
+    from bert_in_a_flask.serving import settings
     failures = []
     app_module.create_app(settings.from_env({}, MODEL_DIR=str(tmp_path / "none"), LOG_FILE=str(tmp_path / "c.log")),
                           load_in_background=True, on_load_failure=failures.append)
@@ -378,7 +383,7 @@ class Dies(BaseException):
 
 
 def test_a_failed_forward_pass_reaches_every_waiting_request_and_the_batcher_goes_on():
-    from batcher import MicroBatcher
+    from bert_in_a_flask.serving.batcher import MicroBatcher
     calls = []
 
     def forward(id_lists):
@@ -408,10 +413,10 @@ def test_a_failed_forward_pass_reaches_every_waiting_request_and_the_batcher_goe
 
 
 def test_a_dead_batcher_thread_fails_requests_at_once_and_ready_says_so(trained, tmp_path):
-    import settings
-    from app import create_app
-    from errors import ServiceUnavailable
-    from predictor import Predictor
+    from bert_in_a_flask.serving import settings
+    from bert_in_a_flask.serving.app import create_app
+    from bert_in_a_flask.shared.errors import ServiceUnavailable
+    from bert_in_a_flask.serving.predictor import Predictor
     predictor = Predictor(trained["export_dir"], max_batch_size=8, micro_batch_wait_ms=1, predict_timeout_s=5)
     app = create_app(settings.from_env({}, LOG_FILE=str(tmp_path / "c.log")), predictor=predictor)
     client = app.test_client()
@@ -434,8 +439,8 @@ def test_a_dead_batcher_thread_fails_requests_at_once_and_ready_says_so(trained,
 
 
 def test_a_request_waits_no_longer_than_the_timeout():
-    from batcher import MicroBatcher
-    from errors import ServiceUnavailable
+    from bert_in_a_flask.serving.batcher import MicroBatcher
+    from bert_in_a_flask.shared.errors import ServiceUnavailable
     batcher = MicroBatcher(lambda id_lists: time.sleep(5) or [[0.0]] * len(id_lists), timeout_s=0.5)
     started = time.monotonic()
     with pytest.raises(ServiceUnavailable, match="overloaded"):
@@ -446,8 +451,8 @@ def test_a_request_waits_no_longer_than_the_timeout():
 # --- 15: clocks and the user-error type ----------------------------------------------------
 
 def test_a_wall_clock_step_back_breaks_no_deadline_or_latency(client, app, monkeypatch):
-    from batcher import MicroBatcher
-    from conftest import call_log
+    from bert_in_a_flask.serving.batcher import MicroBatcher
+    from helpers import call_log
     clock = [2e9]
 
     def stepping_back():
@@ -464,9 +469,9 @@ def test_a_wall_clock_step_back_breaks_no_deadline_or_latency(client, app, monke
 
 
 def test_a_user_error_raised_while_answering_is_a_4xx_json(predictor, tmp_path):
-    import settings
-    from app import create_app
-    from errors import UserError
+    from bert_in_a_flask.serving import settings
+    from bert_in_a_flask.serving.app import create_app
+    from bert_in_a_flask.shared.errors import UserError
 
     class Picky(object):
         name, labels, config, export_dir = predictor.name, predictor.labels, predictor.config, predictor.export_dir
@@ -487,8 +492,8 @@ def test_a_user_error_raised_while_answering_is_a_4xx_json(predictor, tmp_path):
 
 
 def test_bad_serving_settings_are_named(tmp_path):
-    import settings
-    from errors import UserError
+    from bert_in_a_flask.serving import settings
+    from bert_in_a_flask.shared.errors import UserError
     with pytest.raises(UserError, match="MAX_BATCH_SIZE must be a positive integer, not '0'"):
         settings.from_env({"MAX_BATCH_SIZE": "0"})
     with pytest.raises(UserError, match="MICRO_BATCHING must be one of"):
@@ -500,7 +505,7 @@ def test_converter_never_deletes_a_model_it_did_not_write(tmp_path):
     google.mkdir()
     for name in ("bert_config.json", "vocab.txt", "bert_model.ckpt.index"):
         (google / name).write_text("google's " + name)
-    result = run_cli("convert_minilm.py", ["--output", str(google), "--wheel-dir", str(tmp_path / "no-wheels")])
+    result = run_cli("bert_in_a_flask.tools.convert_minilm", ["--output", str(google), "--wheel-dir", str(tmp_path / "no-wheels")])
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "%s already holds a model this converter did not write" % google in result.stderr
     assert sorted(os.listdir(str(google))) == ["bert_config.json", "bert_model.ckpt.index", "vocab.txt"]

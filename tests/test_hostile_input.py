@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from app import ROUTES
+from bert_in_a_flask.serving.api import ROUTES
 
 J = "application/json"
 VALID = {"X": ["spring maven jvm"]}
@@ -53,8 +53,8 @@ CASES = [
 
 @pytest.fixture
 def roomy_client(predictor, tmp_path):
-    import settings
-    from app import create_app
+    from bert_in_a_flask.serving import settings
+    from bert_in_a_flask.serving.app import create_app
     return create_app(settings.from_env({}, LOG_FILE=str(tmp_path / "calls.log"),
                                         MAX_CONTENT_LENGTH=256 * 1024), predictor=predictor).test_client()
 

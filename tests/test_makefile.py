@@ -1,7 +1,7 @@
 """What `make` would run: the GPU index reaches docker, and docker=0 runs the same job natively."""
 import subprocess
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def make_n(*args):

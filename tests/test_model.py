@@ -1,8 +1,8 @@
 """model_fn pieces: warm start and the exact-gelu extension of bert's config."""
 import numpy as np
 
-from model import create_classifier, exact_gelu, load_bert_config, warm_start_from
-from tf_compat import tf
+from bert_in_a_flask.training.model import create_classifier, exact_gelu, load_bert_config, warm_start_from
+from bert_in_a_flask.shared.tf_compat import tf
 
 
 def test_warm_start_encoder_equals_the_base_checkpoint(tiny_bert_dir):

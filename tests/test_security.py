@@ -3,7 +3,7 @@ no raw text in logs by default."""
 import os
 import re
 
-from conftest import ROOT
+from helpers import ROOT
 
 SOURCES = [os.path.join(d, f) for d, _, files in os.walk(os.path.join(ROOT, "src")) for f in files if f.endswith(".py")]
 SOURCES += [os.path.join(ROOT, "gunicorn.conf.py")]
@@ -30,7 +30,7 @@ def test_flask_debug_server_never_runs():
 
 
 def test_request_body_is_limited_by_default():
-    import settings
+    from bert_in_a_flask.serving import settings
     assert 0 < settings.from_env({})["MAX_CONTENT_LENGTH"] <= 16 * 1024 * 1024
     assert 0 < settings.from_env({})["MAX_TEXTS"] <= 1024
 
@@ -44,5 +44,5 @@ def test_containers_run_as_non_root():
 
 
 def test_raw_texts_stay_out_of_logs_by_default():
-    import settings
+    from bert_in_a_flask.serving import settings
     assert settings.from_env({})["LOG_TEXTS"] is False

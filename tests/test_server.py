@@ -5,7 +5,11 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from server import Server, http, run_clients
+import pytest
+
+from bert_in_a_flask.tools.loadtest import Server, http, run_clients
+
+pytestmark = pytest.mark.slow  # training runs, servers or subprocesses
 
 TEXTS = ["how do i fix my django error?", "spring maven jvm", "react node npm"]
 
@@ -66,7 +70,7 @@ def test_killed_worker_is_replaced_and_the_others_keep_serving(trained, tmp_path
 
 def test_short_soak_has_no_failures_and_flat_memory(trained, tmp_path):
     """CI's slice of `make soak` (16 clients, a few hundred requests)."""
-    from loadtest import soak
+    from bert_in_a_flask.tools.loadtest import soak
     result = soak(trained["export_dir"], 16, 320, str(tmp_path), TEXTS)
     assert result["requests"] == 320 and result["failed"] == 0
     assert result["rss_growth_pct"] < 10, result

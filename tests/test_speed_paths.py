@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from conftest import make_rows
+from helpers import make_rows
 
 TEXTS = [text for text, _ in make_rows(60, seed=11)] + ["react " * 200, "", "spring"]
 
@@ -26,9 +26,9 @@ def test_padding_to_max_length_changes_no_probability(predictor):
 
 
 def test_micro_batching_changes_no_answer_under_concurrency(trained):
-    from predictor import Predictor
-    plain = Predictor.from_export(trained["export_dir"], max_batch_size=8)
-    batched = Predictor.from_export(trained["export_dir"], max_batch_size=8, micro_batch_wait_ms=5)
+    from bert_in_a_flask.serving.predictor import Predictor
+    plain = Predictor(trained["export_dir"], max_batch_size=8)
+    batched = Predictor(trained["export_dir"], max_batch_size=8, micro_batch_wait_ms=5)
     expected = [plain.predict_proba([t])[0] for t in TEXTS]
     with ThreadPoolExecutor(max_workers=16) as pool:
         got = list(pool.map(lambda t: batched.predict_proba([t])[0], TEXTS))
@@ -41,7 +41,7 @@ def test_micro_batching_changes_no_answer_under_concurrency(trained):
 
 
 def read_batches(input_fn, n_batches):
-    from tf_compat import tf
+    from bert_in_a_flask.shared.tf_compat import tf
     with tf.Graph().as_default():
         features, labels = tf.data.make_one_shot_iterator(input_fn()).get_next()
         with tf.Session() as session:
@@ -49,32 +49,35 @@ def read_batches(input_fn, n_batches):
 
 
 def write_records(tmp_path, n=200):
-    import features as F
     import pandas as pd
-    from conftest import tiny_vocab
+    from bert_in_a_flask.shared.text import TextEncoder, build_tokenizer
+    from bert_in_a_flask.training.records import write_records as write
+    from helpers import tiny_vocab
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(tiny_vocab()) + "\n")
     frame = pd.DataFrame(make_rows(n, seed=4), columns=["text", "label"])
-    encoder = F.TextEncoder(F.build_tokenizer(str(vocab), True), 32)
+    encoder = TextEncoder(build_tokenizer(str(vocab), True), 32)
     path = str(tmp_path / "train.tfrecord")
-    lengths = F.write_records(frame, ["java", "javascript", "python"], encoder, path)
+    lengths = write(frame, ["java", "javascript", "python"], encoder, path)
     return path, lengths
 
 
 def test_bucketed_batches_are_padded_only_to_their_longest(tmp_path):
-    import features as F
+    from bert_in_a_flask.training.records import input_fn_builder
     path, lengths = write_records(tmp_path)
-    for batch, _ in read_batches(F.input_fn_builder(path, 16, True, 32, length_bucketing=True, seed=1), 20):
+    for batch, _ in read_batches(input_fn_builder(path, batch_size=16, is_training=True, max_seq_length=32,
+                                                  length_bucketing=True, seed=1), 20):
         real = batch["input_mask"].sum(axis=1)
         assert batch["input_ids"].shape[1] == real.max()  # no column of pure padding
         assert real.max() - real.min() < 16  # one bucket: similar lengths together
-    for batch, _ in read_batches(F.input_fn_builder(path, 16, True, 32, pad_to_max=True, seed=1), 3):
+    for batch, _ in read_batches(input_fn_builder(path, batch_size=16, is_training=True, max_seq_length=32,
+                                                  pad_to_max=True, seed=1), 3):
         assert batch["input_ids"].shape[1] == 32  # the original's way, kept for the benchmark
 
 
 def test_eval_input_sees_every_example_once(tmp_path):
-    import features as F
+    from bert_in_a_flask.training.records import input_fn_builder
     path, lengths = write_records(tmp_path, n=96)
-    batches = read_batches(F.input_fn_builder(path, 8, False, 32), 12)
+    batches = read_batches(input_fn_builder(path, batch_size=8, is_training=False, max_seq_length=32), 12)
     seen = sorted(int(m.sum()) for batch, _ in batches for m in batch["input_mask"])
     assert seen == sorted(lengths)

@@ -5,7 +5,9 @@ import re
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
+
+pytestmark = pytest.mark.slow  # training runs, servers or subprocesses
 
 EXPORT_ASSETS = ("labels.json", "vocab.txt", "model_config.json")
 
@@ -38,9 +40,8 @@ def test_export_loads_in_a_fresh_process_and_predicts(trained, tmp_path):
     script = tmp_path / "load.py"
     script.write_text(
         "import json, sys\n"
-        "sys.path.insert(0, 'src')\n"
-        "from predictor import Predictor\n"
-        "p = Predictor.from_export(sys.argv[1])\n"
+        "from bert_in_a_flask.serving.predictor import Predictor\n"
+        "p = Predictor(sys.argv[1])\n"
         "out = p.predict(['how do i fix my django error?', 'spring maven jvm', 'react node npm'])\n"
         "print(json.dumps(out))\n")
     import subprocess, sys
@@ -55,7 +56,7 @@ def test_export_loads_in_a_fresh_process_and_predicts(trained, tmp_path):
 
 
 def test_signature_takes_any_length_and_has_no_label_input(trained):
-    from tf_compat import tf
+    from bert_in_a_flask.shared.tf_compat import tf
     graph = tf.Graph()
     with graph.as_default(), tf.Session() as session:
         meta = tf.saved_model.loader.load(session, ["serve"], trained["export_dir"])
@@ -69,11 +70,11 @@ def test_signature_takes_any_length_and_has_no_label_input(trained):
 
 def test_rerun_resumes_from_the_latest_checkpoint(trained, tiny_bert_dir, tiny_csv):
     """Same command, more steps: it continues from the last checkpoint instead of step 0."""
-    from conftest import TRAIN_ARGS
+    from helpers import TRAIN_ARGS
     out = trained["output_dir"]
     args = ["--data-file", tiny_csv, "--bert-dir", tiny_bert_dir, "--output-dir", out,
             "--cache-dir", os.path.join(out, "cache"), "--skip-report"] + TRAIN_ARGS
-    from tf_compat import tf
+    from bert_in_a_flask.shared.tf_compat import tf
     last_step = int(tf.train.latest_checkpoint(os.path.join(out, "checkpoints")).rsplit("-", 1)[1])
     result = run_cli("train.py", args + ["--max-steps", str(last_step + 10)])
     assert result.returncode == 0, result.stderr[-3000:]

@@ -4,9 +4,9 @@ import shutil
 
 import pytest
 
-from conftest import make_rows, run_cli, write_csv
+from helpers import make_rows, run_cli, write_csv
 
-import train
+from bert_in_a_flask.training import cli as train
 
 
 def run_train(capsys, *args):
@@ -86,7 +86,7 @@ def test_cli_error_is_one_line_without_traceback(tmp_path, tiny_bert_dir):
 
 
 def test_empty_texts_and_missing_labels_are_dropped_and_counted(tmp_path, caplog):
-    import data
+    from bert_in_a_flask.training import data
     rows = make_rows(30, seed=5) + [("", "java"), ("   ", "python"), ("text without label", "")]
     path = write_csv(tmp_path / "gaps.csv", rows)
     frame = data.read_table(path, "post", "tags")
@@ -95,7 +95,7 @@ def test_empty_texts_and_missing_labels_are_dropped_and_counted(tmp_path, caplog
 
 
 def test_tsv_and_custom_columns(tmp_path):
-    import data
+    from bert_in_a_flask.training import data
     path = write_csv(tmp_path / "d.tsv", make_rows(100, seed=2), header=("title", "tag"), sep="\t")
     splits = data.load_splits(path, text_column="title", label_column="tag")
     assert (len(splits.train), len(splits.val), len(splits.test)) == (81, 9, 10)

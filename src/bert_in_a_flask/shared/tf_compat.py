@@ -1,10 +1,10 @@
 """The only module that knows whether TensorFlow is 1.15 or 2.x.
 
-Everything else imports `tf` (the TF1-style API) and the bert modules from here.
+Everything else imports `tf` (the TF1-style API) from here, and bert's `tokenization`.
 bert-tensorflow 1.0.4 already writes against `tensorflow.compat.v1`; its one
-TF1-only import is `tensorflow.contrib.layers` (for `layer_norm`), which TF 2
-does not have. tf-slim ships the same `layer_norm`, so on TF 2 we register it
-under that name before bert is imported.
+TF1-only import is `tensorflow.contrib.layers` (for `layer_norm`, in `modeling`), which
+TF 2 does not have. tf-slim ships the same `layer_norm`, so on TF 2 we register it
+under that name here, before the trainer imports bert's `modeling` (see training/__init__.py).
 """
 import os
 import sys
@@ -15,14 +15,14 @@ import types
 # TF_CPP_MIN_LOG_LEVEL=0 to see it all again.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as _tf  # noqa: E402
+import tensorflow as _tf
 
 TF_VERSION = _tf.__version__
 IS_TF2 = TF_VERSION.startswith("2.")
 tf = _tf.compat.v1
 
 if IS_TF2:
-    import tf_slim  # noqa: E402
+    import tf_slim
 
     # bert reads `tensor.shape[-1].value`, a TF1 TensorShape idiom.
     tf.disable_v2_tensorshape()
@@ -31,8 +31,8 @@ if IS_TF2:
     sys.modules.setdefault("tensorflow.contrib", _contrib)
     sys.modules.setdefault("tensorflow.contrib.layers", tf_slim.layers)
 
-from absl import flags as _absl_flags  # noqa: E402
-from bert import modeling, optimization, run_classifier, tokenization  # noqa: E402,F401
+from absl import flags as _absl_flags
+from bert import tokenization,F401  (all that serving needs from bert)
 
 # bert defines absl flags at import and its tokenizer reads one of them; inside
 # Flask/gunicorn nobody parses absl flags, so we mark them parsed (defaults).
@@ -54,3 +54,9 @@ try:  # the estimator API is all "deprecated" on TF 2; one warning per call drow
     _deprecation._PRINT_DEPRECATION_WARNINGS = False
 except ImportError:  # pragma: no cover
     pass
+
+
+def session_config(intra_op_threads=0, inter_op_threads=0):
+    """TF thread pools (0 lets TF pick: one thread per core)."""
+    return tf.ConfigProto(intra_op_parallelism_threads=intra_op_threads,
+                          inter_op_parallelism_threads=inter_op_threads)

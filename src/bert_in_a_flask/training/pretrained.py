@@ -3,9 +3,9 @@ checked up front so a bad download fails with one line naming the file."""
 import os
 from collections import namedtuple
 
-from errors import UserError
-from model import load_bert_config
-from tf_compat import tf
+from ..shared.errors import UserError
+from .model import load_bert_config
+from ..shared.tf_compat import tf
 
 BaseModel = namedtuple("BaseModel", "config vocab_file init_checkpoint")
 WORD_EMBEDDINGS = "bert/embeddings/word_embeddings"

@@ -9,19 +9,13 @@ import os
 
 import numpy as np
 
-from errors import UserError
-from export import SIGNATURE_INPUTS, SIGNATURE_OUTPUT, read_assets, resolve_export
-from features import TextEncoder, build_tokenizer
-from settings import DEFAULTS
-from tf_compat import TF_VERSION, tf
+from ..shared.errors import UserError
+from ..shared.export_contract import SIGNATURE_INPUTS, SIGNATURE_OUTPUT, read_assets, resolve_export
+from ..shared.text import TextEncoder, build_tokenizer
+from ..shared.tf_compat import TF_VERSION, session_config, tf
+from .settings import DEFAULTS
 
 log = logging.getLogger(__name__)
-
-
-def session_config(intra_op_threads=0, inter_op_threads=0):
-    """TF thread pools (0 lets TF pick: one thread per core)."""
-    return tf.ConfigProto(intra_op_parallelism_threads=intra_op_threads,
-                          inter_op_parallelism_threads=inter_op_threads)
 
 
 class Predictor(object):
@@ -32,21 +26,17 @@ class Predictor(object):
         self.export_dir = resolve_export(export_dir)
         self.labels, vocab_file, self.config = read_assets(self.export_dir)
         self.max_batch_size = max_batch_size
-        self.encoder = TextEncoder(build_tokenizer(vocab_file, self.config["do_lower_case"]),
-                                   self.config["max_seq_length"], self.config.get("truncate", "head"))
+        self.encoder = TextEncoder(build_tokenizer(vocab_file, self.config.do_lower_case),
+                                   self.config.max_seq_length, self.config.truncate)
         self._graph = tf.Graph()
         self._session = tf.Session(graph=self._graph,
                                    config=session_config(intra_op_threads, inter_op_threads))
         self._load_signature()
         self._batcher = None
         if micro_batch_wait_ms is not None:
-            from batcher import MicroBatcher
+            from .batcher import MicroBatcher
             self._batcher = MicroBatcher(self.forward_sorted, max_batch_size, micro_batch_wait_ms, predict_timeout_s)
         log.info("loaded %s (%d labels, TF %s)", self.export_dir, len(self.labels), TF_VERSION)
-
-    @classmethod
-    def from_export(cls, export_dir, **kwargs):
-        return cls(export_dir, **kwargs)
 
     @property
     def healthy(self):
@@ -56,7 +46,7 @@ class Predictor(object):
     @property
     def name(self):
         """'<base model>/<export timestamp>', the `model` field of API answers."""
-        return "%s/%s" % (self.config.get("base_model", "bert"), os.path.basename(self.export_dir))
+        return "%s/%s" % (self.config.base_model, os.path.basename(self.export_dir))
 
     def _load_signature(self):
         with self._graph.as_default():

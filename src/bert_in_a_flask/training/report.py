@@ -10,7 +10,7 @@ from sklearn.metrics import (accuracy_score, classification_report, confusion_ma
 from sklearn.pipeline import make_pipeline
 from sklearn.svm import LinearSVC
 
-from utils.files import save_json
+from ..shared.files import save_json
 
 log = logging.getLogger(__name__)
 

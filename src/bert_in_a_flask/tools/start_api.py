@@ -1,6 +1,6 @@
 """`make start_api`: start gunicorn in the background and wait until the API is ready.
 
-    python src/start_api.py --port 5000 [--model-dir models/demo/trained_model] [--log-dir models/logs]
+    python -m bert_in_a_flask.tools.start_api --port 5000 [--model-dir models/demo/trained_model] [--log-dir models/logs]
 
 Refuses at once (one `error:` line, exit 1) when the port is taken, naming the process there;
 appends to the port's log (never truncates a running server's log); stops waiting as soon as the
@@ -15,14 +15,10 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from cli import ArgumentParser, positive_int  # noqa: E402
-from errors import UserError, run_cli  # noqa: E402
-from loadtest import poll_ready  # noqa: E402
-
-SRC = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(SRC)
+from ..shared.cli import ArgumentParser, positive_int
+from ..shared.errors import UserError, run_cli
+from . import APP_ENTRY_POINT, REPO_ROOT as ROOT
+from .loadtest import poll_ready
 EXPORT_PATTERNS = ("models/trained_model/[0-9]*/saved_model.pb", "models/*/trained_model/[0-9]*/saved_model.pb")
 
 
@@ -143,7 +139,7 @@ def start(args):
         log.flush()
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"), "--pid", pidfile,
-             "--pythonpath", SRC, "app:serve()"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+             APP_ENTRY_POINT], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)  # survives the shell that started it
     url = "http://127.0.0.1:%d" % args.port if args.host in ("0.0.0.0", "::", "") else \
         "http://%s:%d" % (args.host if ":" not in args.host else "[%s]" % args.host, args.port)

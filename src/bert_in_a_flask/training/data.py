@@ -7,7 +7,7 @@ from collections import namedtuple
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from errors import UserError
+from ..shared.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _drop_unusable_rows(frame, path):
     return frame[~empty_text & ~missing_label].reset_index(drop=True)
 
 
-def load_splits(train_file, text_column="post", label_column="tags", sep=None,
+def load_splits(train_file, *, text_column="post", label_column="tags", sep=None,
                 val_file=None, test_file=None, seed=42):
     """Train/val/test frames and the ordered label list.
 

@@ -1,4 +1,4 @@
-"""Texts -> word-piece ids: the tokenizer, truncation, the TFRecord cache and `input_fn_builder`.
+"""Training records: the case check, the TFRecord cache of word-piece ids and `input_fn_builder`.
 
 Records hold *unpadded* ids; batches are padded to their longest member at read time
 (and, in training, grouped by length), so no compute is spent on padding.
@@ -8,28 +8,13 @@ import json
 import logging
 import os
 
-from errors import UserError
-from tf_compat import tf, tokenization
+from ..shared.errors import UserError
+from ..shared.text import vocab_is_cased
+from ..shared.tf_compat import tf, tokenization
 
 log = logging.getLogger(__name__)
 
-TRUNCATIONS = ("head", "head+tail")
-# "How to Fine-Tune BERT for Text Classification" (Sun et al. 2019) keeps 128 head and
-# 382 tail tokens of 510: the best of their truncation schemes on long documents.
-HEAD_SHARE_OF_HEAD_TAIL = 128.0 / 510.0
 FEATURES_VERSION = 1  # bump when the record layout changes, to retire old caches
-
-
-# --- tokenizer ---------------------------------------------------------------------------
-
-def vocab_is_cased(vocab_file):
-    """True when the vocab holds upper-case word pieces (a cased model's vocab)."""
-    with open(vocab_file, encoding="utf-8") as handle:
-        for line in handle:
-            token = line.strip()
-            if not token.startswith("[") and token != token.lower():
-                return True
-    return False
 
 
 def resolve_do_lower_case(setting, vocab_file, init_checkpoint=None):
@@ -49,38 +34,6 @@ def resolve_do_lower_case(setting, vocab_file, init_checkpoint=None):
     except ValueError as exc:
         raise UserError(str(exc).strip().splitlines()[0])
     return lower
-
-
-def build_tokenizer(vocab_file, do_lower_case):
-    return tokenization.FullTokenizer(vocab_file=vocab_file, do_lower_case=do_lower_case)
-
-
-class TextEncoder(object):
-    """One text -> `[CLS] tokens [SEP]` ids, truncated the same way in training and serving."""
-
-    def __init__(self, tokenizer, max_seq_length, truncate="head"):
-        if truncate not in TRUNCATIONS:
-            raise UserError("--truncate must be one of %s, not %r" % (", ".join(TRUNCATIONS), truncate))
-        if max_seq_length < 3:
-            raise UserError("--max-seq-length must be at least 3, not %d" % max_seq_length)
-        self.tokenizer = tokenizer
-        self.max_seq_length = max_seq_length
-        self.truncate = truncate
-        self._cls_sep = tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]"])
-
-    def truncated(self, tokens):
-        budget = self.max_seq_length - 2
-        if len(tokens) <= budget:
-            return tokens
-        if self.truncate == "head":
-            return tokens[:budget]
-        head = int(round(budget * HEAD_SHARE_OF_HEAD_TAIL))
-        return tokens[:head] + tokens[len(tokens) - (budget - head):]
-
-    def encode(self, text):
-        tokens = self.truncated(self.tokenizer.tokenize(text))
-        cls_id, sep_id = self._cls_sep
-        return [cls_id] + self.tokenizer.convert_tokens_to_ids(tokens) + [sep_id]
 
 
 # --- TFRecord cache ------------------------------------------------------------------------
@@ -114,7 +67,7 @@ def write_records(frame, labels, encoder, path):
     return lengths
 
 
-def cached_records(frame, labels, encoder, vocab_file, do_lower_case, cache_dir, split_name):
+def cached_records(frame, *, labels, encoder, vocab_file, do_lower_case, cache_dir, split_name):
     """Path of the split's TFRecord file, written only when no cache with the same key exists."""
     os.makedirs(cache_dir, exist_ok=True)
     key = cache_key(frame, vocab_file, encoder, labels, do_lower_case)
@@ -149,7 +102,7 @@ def bucket_boundaries(max_seq_length, step=16):
     return list(range(step, max_seq_length, step))
 
 
-def input_fn_builder(record_file, batch_size, is_training, max_seq_length,
+def input_fn_builder(record_file, *, batch_size, is_training, max_seq_length,
                      length_bucketing=True, pad_to_max=False, seed=None):
     """`input_fn` for the estimator: (features, label_ids) batches from one TFRecord file.
 

@@ -1,10 +1,13 @@
-"""`model_fn_builder`: bert's BertModel + run_classifier's softmax head + bert's AdamW optimizer."""
+"""`model_fn_builder`: bert's BertModel + run_classifier's softmax head + bert's AdamW (optimization.py)."""
 import logging
 import math
 import os
 
-from errors import UserError
-from tf_compat import modeling, optimization, run_classifier, tf
+from bert import modeling, run_classifier
+
+from ..shared.errors import UserError
+from ..shared.tf_compat import tf
+from .optimization import create_train_op
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +37,6 @@ def bert_config_dict(config):
     if callable(data["hidden_act"]):
         data["hidden_act"] = EXACT_GELU
     return data
-
-
-POOLINGS = ("cls", "mean")
 
 
 def create_classifier(bert_config, is_training, features, labels, num_labels, pooling="cls"):
@@ -102,73 +102,8 @@ def streaming_macro_f1(labels, predictions, num_labels):
     return macro_f1(matrix), macro_f1(update)
 
 
-def learning_rate_schedule(init_lr, num_train_steps, num_warmup_steps):
-    """bert's schedule (create_optimizer's): linear warm-up, then linear decay to zero."""
-    global_step = tf.train.get_or_create_global_step()
-    decayed = tf.train.polynomial_decay(tf.constant(init_lr, tf.float32), global_step, num_train_steps,
-                                        end_learning_rate=0.0, power=1.0, cycle=False)
-    if not num_warmup_steps:
-        return decayed
-    step = tf.cast(global_step, tf.float32)
-    is_warmup = tf.cast(step < num_warmup_steps, tf.float32)
-    return (1.0 - is_warmup) * decayed + is_warmup * init_lr * step / float(num_warmup_steps)
-
-
-class ReplicatedAdamWeightDecay(optimization.AdamWeightDecayOptimizer):
-    """bert's AdamW update rule, applied through `tf.train.Optimizer.apply_gradients`.
-
-    bert's own `apply_gradients` assigns every variable itself and `create_optimizer` bumps the
-    global step by hand; under a distribution strategy neither is all-reduced or guarded, and the
-    assignments fail on mirrored variables. Going through the base class gives per-variable
-    updates inside `strategy.extended.update`, summed gradients and one global-step increment,
-    and lets a loss-scale optimizer (AMP) wrap it.
-    """
-
-    apply_gradients = tf.train.Optimizer.apply_gradients
-
-    def _create_slots(self, var_list):
-        for var in var_list:
-            self._zeros_slot(var, "adam_m", self._name)
-            self._zeros_slot(var, "adam_v", self._name)
-
-    def _resource_apply_dense(self, grad, var):
-        m, v = self.get_slot(var, "adam_m"), self.get_slot(var, "adam_v")
-        next_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
-        next_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
-        update = next_m / (tf.sqrt(next_v) + self.epsilon)
-        if self._do_use_weight_decay(self._get_variable_name(var.name)):
-            update += self.weight_decay_rate * var
-        return tf.group(var.assign_sub(self.learning_rate * update), m.assign(next_m), v.assign(next_v))
-
-    def _resource_apply_sparse(self, grad, var, indices):
-        dense = tf.math.unsorted_segment_sum(grad, indices, tf.shape(var)[0])
-        return self._resource_apply_dense(dense, var)
-
-    _apply_dense = _resource_apply_dense
-
-
-def create_train_op(loss, init_lr, num_train_steps, num_warmup_steps, replicated=False, use_amp=False):
-    """bert's `create_optimizer` on one device; the replica-safe path for several devices or AMP."""
-    if not (replicated or use_amp):
-        return optimization.create_optimizer(loss, init_lr, num_train_steps, num_warmup_steps, use_tpu=False)
-    optimizer = ReplicatedAdamWeightDecay(
-        learning_rate=learning_rate_schedule(init_lr, num_train_steps, num_warmup_steps), weight_decay_rate=0.01,
-        beta_1=0.9, beta_2=0.999, epsilon=1e-6, exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"])
-    if use_amp:
-        # float16 graph rewrite + dynamic loss scaling; gradients come back unscaled, and a step
-        # whose gradients overflowed is skipped (the scale shrinks) by the wrapper's apply.
-        optimizer = tf.train.experimental.enable_mixed_precision_graph_rewrite(optimizer, loss_scale="dynamic")
-    tvars = tf.trainable_variables()
-    grads_and_vars = optimizer.compute_gradients(loss, tvars)
-    # Dense gradients: replicas gather different embedding rows, and TF 2's collectives need
-    # equal shapes on every replica.
-    grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g, _ in grads_and_vars]
-    grads, _ = tf.clip_by_global_norm(grads, clip_norm=1.0)
-    return optimizer.apply_gradients(zip(grads, tvars), global_step=tf.train.get_or_create_global_step())
-
-
-def model_fn_builder(bert_config, num_labels, init_checkpoint=None, learning_rate=5e-5,
-                     num_train_steps=1, num_warmup_steps=0, pooling="cls", replicated=False, use_amp=False):
+def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_rate=5e-5,
+                     num_train_steps=1, num_warmup_steps=0, pooling="cls", use_amp=False):
     """The estimator's model_fn (TRAIN, EVAL and PREDICT) for a `num_labels`-way classifier."""
 
     def model_fn(features, labels, mode, params=None):
@@ -194,7 +129,7 @@ def model_fn_builder(bert_config, num_labels, init_checkpoint=None, learning_rat
             }
             return tf.estimator.EstimatorSpec(mode, loss=loss, eval_metric_ops=metrics)
 
-        train_op = create_train_op(loss, learning_rate, num_train_steps, num_warmup_steps, replicated, use_amp)
+        train_op = create_train_op(loss, learning_rate, num_train_steps, num_warmup_steps, use_amp)
         return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
 
     return model_fn

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 
-from errors import ServiceUnavailable
+from ..shared.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 

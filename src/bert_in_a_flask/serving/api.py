@@ -1,0 +1,113 @@
+"""The API's routes, as a Blueprint: /predict and the service endpoints. Request parsing lives here;
+the model comes from the app's `ModelSlot` (app.py), so these functions never load anything."""
+import json
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from ..shared.errors import UserError
+from ..shared.tf_compat import TF_VERSION
+from . import openapi
+
+api = Blueprint("api", __name__)
+ROUTES = {"/predict": ["POST"], "/health_check": ["GET"], "/ready": ["GET"], "/metadata": ["GET"],
+          "/metrics": ["GET"], "/openapi.json": ["GET"]}
+
+
+@api.route("/predict", methods=["POST"])
+def predict():
+    config = current_app.config
+    texts = parse_texts(read_json_body(config["MAX_CONTENT_LENGTH"]), config["MAX_TEXTS"])
+    g.n_texts, g.characters = len(texts), sum(len(t) for t in texts)
+    answer = current_app.extensions["model"].wait(config["PREDICT_TIMEOUT_S"]).predict(texts)
+    current_app.extensions["metrics"].observe_batch(len(texts))
+    g.predictions = answer["predictions"]
+    if config["LOG_TEXTS"]:
+        g.texts = texts
+    answer["model"] = model_name()
+    return jsonify(answer)
+
+
+@api.route("/health_check", methods=["GET"])
+def health_check():
+    return jsonify({"text": "I am alive"})
+
+
+@api.route("/ready", methods=["GET"])
+def ready():
+    predictor = current_app.extensions["model"].predictor
+    if predictor is None:
+        return jsonify({"ready": False, "reason": "loading the model"}), 503
+    if not getattr(predictor, "healthy", True):
+        return jsonify({"ready": False, "reason": "the micro-batcher stopped"}), 503
+    return jsonify({"ready": True, "model": model_name()})
+
+
+@api.route("/metadata", methods=["GET"])
+def metadata():
+    settings = current_app.config
+    predictor = current_app.extensions["model"].wait(settings["PREDICT_TIMEOUT_S"])
+    config = predictor.config
+    return jsonify({
+        "model": model_name(), "export_dir": predictor.export_dir, "labels": predictor.labels,
+        "max_seq_length": config.max_seq_length, "do_lower_case": config.do_lower_case,
+        "truncate": config.truncate, "base_model": config.base_model, "created": config.created,
+        "val_metrics": config.val_metrics, "format_version": config.format_version,
+        "tf_version": TF_VERSION, "build": {"date": settings["BUILD_DATE"], "git_sha": settings["GIT_SHA"]},
+        "micro_batching": settings["MICRO_BATCHING"],
+        "limits": {"max_texts": settings["MAX_TEXTS"], "max_batch_size": settings["MAX_BATCH_SIZE"],
+                   "max_content_length": settings["MAX_CONTENT_LENGTH"]},
+    })
+
+
+@api.route("/metrics", methods=["GET"])
+def metrics():
+    return Response(current_app.extensions["metrics"].render(), mimetype="text/plain; version=0.0.4")
+
+
+@api.route("/openapi.json", methods=["GET"])
+def openapi_json():
+    return jsonify(openapi.spec(current_app.config["MAX_TEXTS"]))
+
+
+def model_name():
+    """'<base model>/<export timestamp>' (+ the build's git sha), or "" while the model loads."""
+    predictor = current_app.extensions["model"].predictor
+    if predictor is None:
+        return ""
+    sha = current_app.config["GIT_SHA"]
+    return "%s (build %s)" % (predictor.name, sha[:12]) if sha else predictor.name
+
+
+def read_json_body(max_bytes):
+    """The decoded JSON body, read with a size limit (werkzeug 2.2 checks none for JSON)."""
+    if not request.is_json:
+        raise UserError("send a JSON body with Content-Type: application/json", 415)
+    too_large = UserError("the body is over %d bytes" % max_bytes, 413)
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large
+    data = request.stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise too_large
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError("the body is not valid UTF-8")
+    except (ValueError, RecursionError):
+        raise UserError("the body is not valid JSON (or nested too deeply)")
+
+
+def parse_texts(body, max_texts):
+    """The `X` list of a /predict body, or a UserError saying what is wrong with it."""
+    if not isinstance(body, dict) or "X" not in body:
+        raise UserError('the body must be a JSON object with a list of texts under "X"')
+    texts = body["X"]
+    if not isinstance(texts, list):
+        raise UserError('"X" must be a list of strings, not %s' % type(texts).__name__)
+    if not texts:
+        raise UserError('"X" is empty: send at least one text')
+    if len(texts) > max_texts:
+        raise UserError('"X" has %d texts; at most %d per request' % (len(texts), max_texts), 413)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise UserError('"X"[%d] must be a string, not %s' % (i, type(text).__name__))
+    return texts

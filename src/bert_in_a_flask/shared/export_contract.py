@@ -1,0 +1,151 @@
+"""The export directory: the one contract between training and serving.
+
+    <export root>/<timestamp>/saved_model.pb, variables/      serving_default signature
+    <export root>/<timestamp>/assets.extra/labels.json         ordered label list
+                                          vocab.txt           the tokenizer's vocab
+                                          model_config.json   `ExportConfig`: how to tokenize + provenance
+
+The trainer writes it (training/export.py); the predictor reads it and nothing else.
+"""
+import dataclasses
+import os
+import shutil
+from typing import Any, Dict, Optional
+
+from .errors import UserError
+from .files import load_json, save_json
+from .text import MIN_SEQ_LENGTH, TRUNCATIONS
+
+ASSETS_EXTRA = "assets.extra"
+LABELS_FILE, VOCAB_FILE, MODEL_CONFIG_FILE = "labels.json", "vocab.txt", "model_config.json"
+SIGNATURE_INPUTS = ("input_ids", "input_mask", "segment_ids")
+SIGNATURE_OUTPUT = "probabilities"
+POOLINGS = ("cls", "mean")
+FORMAT_VERSION = 1  # 0: exports written before model_config.json had a version (still loaded)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig(object):
+    """`assets.extra/model_config.json`: what serving needs to encode texts exactly as in training,
+    and where the model came from. Fields added later get defaults, so older exports still load."""
+
+    max_seq_length: int
+    do_lower_case: bool
+    truncate: str = "head"
+    pooling: str = "cls"
+    base_model: str = "bert"
+    num_labels: Optional[int] = None
+    created: str = ""
+    global_step: Optional[int] = None
+    val_metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
+    bert_config: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    data_file: str = ""
+    data_sha256: str = ""
+    tf_version: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        def bad(field, wanted):
+            raise UserError("field %r must be %s, not %r" % (field, wanted, getattr(self, field)))
+
+        if not _is_int(self.max_seq_length) or self.max_seq_length < MIN_SEQ_LENGTH:
+            bad("max_seq_length", "an integer >= %d" % MIN_SEQ_LENGTH)
+        if not isinstance(self.do_lower_case, bool):
+            bad("do_lower_case", "true or false")
+        if self.truncate not in TRUNCATIONS:
+            bad("truncate", "one of %s" % ", ".join(TRUNCATIONS))
+        if self.pooling not in POOLINGS:
+            bad("pooling", "one of %s" % ", ".join(POOLINGS))
+        if self.num_labels is not None and (not _is_int(self.num_labels) or self.num_labels < 2):
+            bad("num_labels", "an integer >= 2")
+        for field in ("base_model", "created", "data_file", "data_sha256", "tf_version"):
+            if not isinstance(getattr(self, field), str):
+                bad(field, "a string")
+        for field in ("val_metrics", "bert_config"):
+            if not isinstance(getattr(self, field), dict):
+                bad(field, "a JSON object")
+        if not _is_int(self.format_version) or self.format_version > FORMAT_VERSION:
+            bad("format_version", "an integer <= %d (a newer trainer wrote this export)" % FORMAT_VERSION)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def write(self, path):
+        save_json(self.to_dict(), path)
+
+    @classmethod
+    def read(cls, path):
+        """The config in `path`; a UserError naming the file and the field if it is not a valid one.
+        Fields this code does not know are ignored (a tolerant reader); FORMAT_VERSION marks breaks."""
+        try:
+            data = load_json(path)
+        except ValueError as exc:
+            raise UserError("%s is not valid JSON: %s" % (path, exc))
+        if not isinstance(data, dict):
+            raise UserError("%s must hold a JSON object" % path)
+        known = {field.name for field in dataclasses.fields(cls)}
+        values = {name: value for name, value in data.items() if name in known}
+        values.setdefault("format_version", 0)  # written before the field existed
+        for field in ("max_seq_length", "do_lower_case"):
+            if field not in values:
+                raise UserError("%s has no field %r" % (path, field))
+        try:
+            return cls(**values)
+        except UserError as exc:
+            raise UserError("%s: %s" % (path, exc))
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# --- where exports are ----------------------------------------------------------------------
+
+def is_export(path):
+    return os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def latest_export(export_root):
+    """The newest complete export under `export_root` (temp dirs of unfinished exports skipped)."""
+    if not os.path.isdir(export_root):
+        raise UserError("model folder not found: %s (set MODEL_DIR, or make's model_dir=, to an export or a "
+                        "folder of them)" % export_root)
+    stamps = [name for name in os.listdir(export_root)
+              if name.isdigit() and is_export(os.path.join(export_root, name))]
+    if not stamps:
+        raise UserError("no exported model under %s (train one with `make train`)" % export_root)
+    return os.path.join(export_root, max(stamps, key=int))
+
+
+def resolve_export(path):
+    """An export dir itself, or the newest export below a folder of them."""
+    return path if is_export(path) else latest_export(path)
+
+
+def assets_paths(folder):
+    return {name: os.path.join(folder, name) for name in (LABELS_FILE, VOCAB_FILE, MODEL_CONFIG_FILE)}
+
+
+def read_assets(export_dir):
+    """(labels, vocab path, ExportConfig) of an export, with a clear error for a missing or bad file."""
+    folder = os.path.join(export_dir, ASSETS_EXTRA)
+    paths = assets_paths(folder)
+    for path in paths.values():
+        if not os.path.isfile(path):
+            raise UserError("export is incomplete, missing %s" % path)
+    try:
+        labels = load_json(paths[LABELS_FILE])
+    except ValueError as exc:
+        raise UserError("export has a corrupt JSON file %s: %s" % (paths[LABELS_FILE], exc))
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise UserError("%s must hold a JSON list of label strings" % paths[LABELS_FILE])
+    return labels, paths[VOCAB_FILE], ExportConfig.read(paths[MODEL_CONFIG_FILE])
+
+
+def write_assets(folder, labels, vocab_file, config):
+    """The `assets.extra` files of one export into `folder`; {name: path} as the estimator wants them."""
+    paths = assets_paths(folder)
+    save_json(list(labels), paths[LABELS_FILE])
+    config.write(paths[MODEL_CONFIG_FILE])
+    shutil.copyfile(vocab_file, paths[VOCAB_FILE])
+    return paths
