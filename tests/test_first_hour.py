@@ -123,6 +123,7 @@ def test_start_api_without_model_dir_serves_the_newest_export_under_models(tmp_p
     assert newest_export(str(tmp_path)) == "models/demo/trained_model/1700000100"
 
 
+@pytest.mark.slow
 def test_make_help_lists_every_target_and_the_variables_users_need():
     out = make("help").stdout
     with open(os.path.join(ROOT, "Makefile")) as handle:
@@ -137,6 +138,7 @@ def test_make_help_lists_every_target_and_the_variables_users_need():
 
 # --- 3, 4, 8: the command lines -----------------------------------------------------------
 
+@pytest.mark.slow
 def test_predict_cli_checks_the_output_before_loading_the_model(tmp_path):
     source = tmp_path / "in.csv"
     source.write_text("post\nspring maven jvm\n")
@@ -201,6 +203,7 @@ def test_every_numeric_flag_is_checked_by_argparse(script, flag, value, capsys):
     assert err.count("\n") == 1 and err.startswith("error: argument %s" % flag), err
 
 
+@pytest.mark.slow
 def test_zero_batch_size_stops_at_once_in_one_line(tmp_path):
     """Through a real process: no TensorFlow start-up, no traceback, exit 2."""
     started = time.monotonic()
@@ -210,6 +213,7 @@ def test_zero_batch_size_stops_at_once_in_one_line(tmp_path):
     assert os.listdir(str(tmp_path)) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["train.py", "predict.py"] + sorted(set(CLI_MODULES.values()) - {
     "bert_in_a_flask.training.cli", "bert_in_a_flask.serving.predict_cli"}))
 def test_help_shows_every_default(script):
@@ -257,6 +261,7 @@ def flags_with_defaults(module):
             and action.dest != "help"]
 
 
+@pytest.mark.slow
 def test_a_cli_run_without_the_venv_says_how_to_run_it(tmp_path):
     """`python src/train.py` with a Python lacking our packages: one line pointing at the venv."""
     result = subprocess.run([sys.executable, "-S", os.path.join(SRC, "train.py"), "--data-file", "x.csv",
@@ -269,6 +274,7 @@ def test_a_cli_run_without_the_venv_says_how_to_run_it(tmp_path):
 
 # --- 5: --overwrite deletes last -----------------------------------------------------------
 
+@pytest.mark.slow
 def test_overwrite_deletes_nothing_when_a_check_fails(tiny_bert_dir, tmp_path):
     out = tmp_path / "out"
     for name in ("checkpoints", "report"):
@@ -284,6 +290,7 @@ def test_overwrite_deletes_nothing_when_a_check_fails(tiny_bert_dir, tmp_path):
 
 # --- 7: the demo's curl line, TensorBoard ------------------------------------------------
 
+@pytest.mark.slow
 def test_the_printed_curl_example_runs_as_printed():
     port = 5078
     printed = make("curl_example", "api_port=%d" % port).stdout.strip()
@@ -298,6 +305,7 @@ def test_the_printed_curl_example_runs_as_printed():
     assert body["X"][0] == "Why does my code keep throwing me null pointer exception?"
 
 
+@pytest.mark.slow
 def test_tensorboard_reads_every_run_under_models_or_logdir():
     assert "--logdir models " in make("-n", "tensorboard").stdout
     assert "--logdir models/demo " in make("-n", "tensorboard", "logdir=models/demo").stdout
@@ -500,6 +508,7 @@ def test_bad_serving_settings_are_named(tmp_path):
         settings.from_env({"MICRO_BATCHING": "maybe"})
 
 
+@pytest.mark.slow
 def test_converter_never_deletes_a_model_it_did_not_write(tmp_path):
     google = tmp_path / "pretrained"
     google.mkdir()

@@ -1,7 +1,11 @@
 """What `make` would run: the GPU index reaches docker, and docker=0 runs the same job natively."""
 import subprocess
 
+import pytest
+
 from helpers import ROOT
+
+pytestmark = pytest.mark.slow  # make in a subprocess
 
 
 def make_n(*args):

@@ -15,7 +15,7 @@ import types
 # TF_CPP_MIN_LOG_LEVEL=0 to see it all again.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as _tf
+import tensorflow as _tf  # noqa: E402 (after TF_CPP_MIN_LOG_LEVEL is set)
 
 TF_VERSION = _tf.__version__
 IS_TF2 = TF_VERSION.startswith("2.")
@@ -31,8 +31,8 @@ if IS_TF2:
     sys.modules.setdefault("tensorflow.contrib", _contrib)
     sys.modules.setdefault("tensorflow.contrib.layers", tf_slim.layers)
 
-from absl import flags as _absl_flags
-from bert import tokenization,F401  (all that serving needs from bert)
+from absl import flags as _absl_flags  # noqa: E402
+from bert import tokenization  # noqa: E402,F401  (all that serving needs from bert)
 
 # bert defines absl flags at import and its tokenizer reads one of them; inside
 # Flask/gunicorn nobody parses absl flags, so we mark them parsed (defaults).
