@@ -4,7 +4,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +13,7 @@ import time
 
 import pytest
 
+from bert_in_a_flask.tools.loadtest import free_port
 from helpers import ROOT, SRC, run_cli
 
 VENV = sys.prefix  # the venv running the tests: make uses it as is
@@ -24,12 +24,6 @@ def make(*args, timeout=240, **env):
     return subprocess.run(["make", "--no-print-directory", "PYTHON=" + PYTHON, "VENV=" + VENV] + list(args),
                           cwd=ROOT, env=dict(os.environ, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=timeout)
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def error_lines(text):
