@@ -30,7 +30,7 @@ logdir ?= models
 LOG_DIR ?= models/logs
 
 .PHONY: help venv assets test test-fast bench soak lint build_dev build_api download_base_bert download_data demo train \
-	tensorboard start_api stop_api curl_example clean_venv
+	tensorboard start_api stop_api curl_example onnx clean_venv
 
 help:
 	@echo "Targets (variables in brackets, with their defaults):"
@@ -46,6 +46,7 @@ help:
 	@echo "  make start_api [api_port=$(api_port)] [model_dir=newest under models/]   gunicorn + Flask in the background"
 	@echo "  make stop_api [api_port=$(api_port)]      stop it"
 	@echo "  make curl_example [api_port=$(api_port)]  print the curl command that asks the API"
+	@echo "  make onnx [model_dir=...]               convert an export to ONNX, verified (training does it already)"
 	@echo "  make bench [args=...]                   speed figures (training, /predict, micro-batching, memory)"
 	@echo "  make soak [model_dir=...] [args=...]    16 clients x 2,000 requests on loopback"
 	@echo "  make lint PYTHON=python3.11             hadolint the Dockerfiles"
@@ -131,6 +132,11 @@ build_api:
 lint: assets
 	@[ -x $(VENV)/bin/hadolint ] || { echo "error: hadolint is installed in the Python 3.8+ venv: make lint PYTHON=python3.11" >&2; exit 2; }
 	$(VENV)/bin/hadolint Dockerfile_dev Dockerfile_api
+
+# Convert an export to ONNX (model.onnx beside it, verified against the SavedModel); exports of
+# `make train` are converted already.
+onnx: venv
+	$(VPY) -m bert_in_a_flask.training.onnx_export $(if $(model_dir),--model-dir $(model_dir)) $(args)
 
 # Speed figures (training padded vs bucketed, /predict latency, micro-batching, worker RSS).
 bench: venv assets

@@ -23,6 +23,8 @@ def broken_exports(trained, tmp_path):
     shutil.copytree(good, corrupt)
     with open(os.path.join(corrupt, "saved_model.pb"), "wb") as handle:
         handle.write(b"\x00not a protobuf at all" * 10)
+    with open(os.path.join(corrupt, "model.onnx"), "wb") as handle:  # its ONNX copy too
+        handle.write(b"\x00not an onnx file either" * 10)
     mislabeled = str(tmp_path / "mislabeled" / "1700000000")
     shutil.copytree(good, mislabeled)
     with open(os.path.join(mislabeled, "assets.extra", "labels.json"), "w") as handle:
@@ -51,7 +53,7 @@ def test_broken_model_refuses_to_start_with_one_line(case, trained, tmp_path):
 
 def base_args(tiny_bert_dir, tiny_csv, out):
     return ["--data-file", tiny_csv, "--bert-dir", tiny_bert_dir, "--output-dir", str(out),
-            "--cache-dir", str(out) + "/cache", "--skip-report"] + TRAIN_ARGS
+            "--cache-dir", str(out) + "/cache", "--skip-report", "--skip-onnx"] + TRAIN_ARGS
 
 
 def test_corrupt_checkpoint_and_mismatched_vocab_are_named(tiny_bert_dir, tiny_csv, tmp_path):

@@ -328,7 +328,7 @@ def test_export_names_its_base_model_and_its_own_time(trained, client):
     created = calendar.timegm(time.strptime(meta["created"], "%Y-%m-%dT%H:%M:%SZ"))
     export_time = int(os.path.basename(trained["export_dir"]))
     assert abs(created - export_time) <= 5  # the export's time, not the start of training
-    assert meta["model"] == "bert-L2-H32-A2-uncased/%d" % export_time
+    assert meta["model"] == "bert-L2-H32-A2-uncased/%d (%s)" % (export_time, meta["backend"])
 
 
 def test_training_says_where_it_runs_without_tf_noise(trained):

@@ -169,6 +169,7 @@ class FakePredictor(object):
     labels = ["java", "python"]
     export_dir = "/exports/1700000000"
     name = "fake/1700000000"
+    backend_name = "fake"
     config = ExportConfig(max_seq_length=16, do_lower_case=True, base_model="fake", created="2026-11-25T00:00:00Z")
 
     def predict(self, texts):

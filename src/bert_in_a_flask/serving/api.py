@@ -52,6 +52,7 @@ def metadata():
         "max_seq_length": config.max_seq_length, "do_lower_case": config.do_lower_case,
         "truncate": config.truncate, "base_model": config.base_model, "created": config.created,
         "val_metrics": config.val_metrics, "format_version": config.format_version,
+        "backend": predictor.backend_name, "onnx": config.onnx,
         "tf_version": TF_VERSION, "build": {"date": settings["BUILD_DATE"], "git_sha": settings["GIT_SHA"]},
         "micro_batching": settings["MICRO_BATCHING"],
         "limits": {"max_texts": settings["MAX_TEXTS"], "max_batch_size": settings["MAX_BATCH_SIZE"],

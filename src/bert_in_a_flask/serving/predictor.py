@@ -10,9 +10,10 @@ import os
 import numpy as np
 
 from ..shared.errors import UserError
-from ..shared.export_contract import SIGNATURE_INPUTS, SIGNATURE_OUTPUT, read_assets, resolve_export
+from ..shared.export_contract import read_assets, resolve_export
 from ..shared.text import TextEncoder, build_tokenizer
-from ..shared.tf_compat import TF_VERSION, session_config, tf
+from ..shared.tf_compat import TF_VERSION
+from .backends import open_backend
 from .settings import DEFAULTS
 
 log = logging.getLogger(__name__)
@@ -21,22 +22,25 @@ log = logging.getLogger(__name__)
 class Predictor(object):
 
     def __init__(self, export_dir, max_batch_size=DEFAULTS["MAX_BATCH_SIZE"], intra_op_threads=0,
-                 inter_op_threads=0, micro_batch_wait_ms=None, predict_timeout_s=DEFAULTS["PREDICT_TIMEOUT_S"]):
-        """`micro_batch_wait_ms` set (>= 0) coalesces concurrent callers' texts (see batcher.py)."""
+                 inter_op_threads=0, micro_batch_wait_ms=None, predict_timeout_s=DEFAULTS["PREDICT_TIMEOUT_S"],
+                 backend=DEFAULTS["BACKEND"]):
+        """`micro_batch_wait_ms` set (>= 0) coalesces concurrent callers' texts (see batcher.py);
+        `backend` is auto, tf or onnx (see backends.py)."""
         self.export_dir = resolve_export(export_dir)
         self.labels, vocab_file, self.config = read_assets(self.export_dir)
         self.max_batch_size = max_batch_size
         self.encoder = TextEncoder(build_tokenizer(vocab_file, self.config.do_lower_case),
                                    self.config.max_seq_length, self.config.truncate)
-        self._graph = tf.Graph()
-        self._session = tf.Session(graph=self._graph,
-                                   config=session_config(intra_op_threads, inter_op_threads))
-        self._load_signature()
+        self.backend = open_backend(backend, self.export_dir, self.config.onnx, intra_op_threads, inter_op_threads)
+        if self.backend.n_outputs is not None and self.backend.n_outputs != len(self.labels):
+            raise UserError("%s/assets.extra/labels.json has %d labels but the model has %d outputs"
+                            % (self.export_dir, len(self.labels), self.backend.n_outputs))
         self._batcher = None
         if micro_batch_wait_ms is not None:
             from .batcher import MicroBatcher
             self._batcher = MicroBatcher(self.forward_sorted, max_batch_size, micro_batch_wait_ms, predict_timeout_s)
-        log.info("loaded %s (%d labels, TF %s)", self.export_dir, len(self.labels), TF_VERSION)
+        log.info("loaded %s (%d labels, backend %s, TF %s)", self.export_dir, len(self.labels), self.backend.name,
+                 TF_VERSION)
 
     @property
     def healthy(self):
@@ -44,25 +48,13 @@ class Predictor(object):
         return self._batcher is None or self._batcher.alive
 
     @property
-    def name(self):
-        """'<base model>/<export timestamp>', the `model` field of API answers."""
-        return "%s/%s" % (self.config.base_model, os.path.basename(self.export_dir))
+    def backend_name(self):
+        return self.backend.name
 
-    def _load_signature(self):
-        with self._graph.as_default():
-            try:
-                meta = tf.saved_model.loader.load(self._session, ["serve"], self.export_dir)
-            except Exception as exc:  # TF raises many types for a corrupt SavedModel
-                raise UserError("cannot load SavedModel %s: %s" % (self.export_dir, str(exc).splitlines()[0]))
-        signature = meta.signature_def.get("serving_default")
-        if signature is None or SIGNATURE_OUTPUT not in signature.outputs:
-            raise UserError("%s has no serving_default signature with %r" % (self.export_dir, SIGNATURE_OUTPUT))
-        self._inputs = [signature.inputs[name].name for name in SIGNATURE_INPUTS]
-        self._output = signature.outputs[SIGNATURE_OUTPUT].name
-        n_outputs = self._graph.get_tensor_by_name(self._output).shape.as_list()[-1]
-        if n_outputs != len(self.labels):
-            raise UserError("%s/assets.extra/labels.json has %d labels but the model has %d outputs"
-                            % (self.export_dir, len(self.labels), n_outputs))
+    @property
+    def name(self):
+        """'<base model>/<export timestamp> (<backend>)', the `model` field of API answers."""
+        return "%s/%s (%s)" % (self.config.base_model, os.path.basename(self.export_dir), self.backend.name)
 
     # --- the three stages -------------------------------------------------------------------
 
@@ -92,8 +84,7 @@ class Predictor(object):
         for row, ids in enumerate(id_lists):
             input_ids[row, :len(ids)] = ids
             input_mask[row, :len(ids)] = 1
-        feed = dict(zip(self._inputs, (input_ids, input_mask, np.zeros_like(input_ids))))
-        return self._session.run(self._output, feed)
+        return self.backend.run(input_ids, input_mask, np.zeros_like(input_ids))
 
     def postprocess(self, probabilities):
         best = probabilities.argmax(axis=1)
@@ -114,4 +105,4 @@ class Predictor(object):
         return self.postprocess(self.predict_proba(texts))
 
     def close(self):
-        self._session.close()
+        self.backend.close()

@@ -18,6 +18,7 @@ from .text import MIN_SEQ_LENGTH, TRUNCATIONS
 
 ASSETS_EXTRA = "assets.extra"
 LABELS_FILE, VOCAB_FILE, MODEL_CONFIG_FILE = "labels.json", "vocab.txt", "model_config.json"
+ONNX_FILE = "model.onnx"  # beside saved_model.pb: the same model for onnxruntime, verified on conversion
 SIGNATURE_INPUTS = ("input_ids", "input_mask", "segment_ids")
 SIGNATURE_OUTPUT = "probabilities"
 POOLINGS = ("cls", "mean")
@@ -42,6 +43,9 @@ class ExportConfig(object):
     data_file: str = ""
     data_sha256: str = ""
     tf_version: str = ""
+    # The ONNX copy's record: sha256, opset, converter, and its agreement with the SavedModel
+    # (verified, max_abs_diff, label_agreement, n_texts, verified_on). Empty: none.
+    onnx: Dict[str, Any] = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -61,7 +65,7 @@ class ExportConfig(object):
         for field in ("base_model", "created", "data_file", "data_sha256", "tf_version"):
             if not isinstance(getattr(self, field), str):
                 bad(field, "a string")
-        for field in ("val_metrics", "bert_config"):
+        for field in ("val_metrics", "bert_config", "onnx"):
             if not isinstance(getattr(self, field), dict):
                 bad(field, "a JSON object")
         if not _is_int(self.format_version) or self.format_version > FORMAT_VERSION:

@@ -45,7 +45,7 @@ def training_rate(bert_dir, data_dir, out, steps, extra):
                  "--val-file", os.path.join(data_dir, "val_small.csv"), "--test-file",
                  os.path.join(data_dir, "val_small.csv"), "--bert-dir", bert_dir, "--output-dir", out,
                  "--cache-dir", os.path.join(out, "cache"), "--max-steps", str(steps), "--log-every-steps",
-                 str(steps // 3), "--eval-every-steps", str(steps), "--skip-report", "--overwrite"] + extra)
+                 str(steps // 3), "--eval-every-steps", str(steps), "--skip-report", "--skip-onnx", "--overwrite"] + extra)
     if result.returncode != 0:
         sys.exit("training failed:\n" + result.stdout[-3000:])
     rates = [float(m.group(2)) for m in RATE.finditer(result.stdout)]

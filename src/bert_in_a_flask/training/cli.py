@@ -91,6 +91,8 @@ def parse_args(argv=None):
     run.add_argument("--intra-op-threads", type=non_negative_int, default=0, help="TF threads per op (0: one per core)")
     run.add_argument("--inter-op-threads", type=non_negative_int, default=0, help="ops run at once (0: TF decides)")
     run.add_argument("--skip-report", action="store_true", help="no test-split report")
+    run.add_argument("--skip-onnx", action="store_true",
+                     help="do not convert the best export to ONNX (model.onnx, verified on the validation texts)")
     return TrainingConfig.from_args(parser.parse_args(argv))
 
 
@@ -188,6 +190,9 @@ def run(config):
     if best is None:
         raise UserError("no evaluation ran, so nothing was exported (is --max-steps 0?)")
     logging.info("best model: %s (validation loss %.4f at step %d)", best["export_dir"], best["loss"], best["step"])
+    if not config.skip_onnx:
+        from .onnx_export import convert
+        convert(best["export_dir"], texts=list(splits.val["text"]), seed=config.seed)
     if not config.skip_report:
         write_report(Predictor(best["export_dir"]), splits, paths["report"])
     return best

@@ -45,6 +45,7 @@ class TrainingConfig(object):
     intra_op_threads: int
     inter_op_threads: int
     skip_report: bool
+    skip_onnx: bool
 
     @classmethod
     def from_args(cls, args):

@@ -1,0 +1,118 @@
+"""Forward passes: the export's SavedModel on TensorFlow ("tf"), or its verified ONNX copy on
+onnxruntime ("onnx"). Both take the serving signature's int32 [batch, length] ids, mask and
+segments and return probabilities [batch, labels].
+
+Which one serves (`BACKEND`, one default in settings.py):
+    auto   onnx when onnxruntime is installed and the export's model.onnx was verified against the
+           SavedModel when it was converted (and is still that file); else tf, with one warning
+           saying why when the export has an ONNX record
+    tf     always the SavedModel
+    onnx   the ONNX file, or a refusal to start with one line saying why
+"""
+import hashlib
+import logging
+import os
+
+from ..shared.errors import UserError
+from ..shared.export_contract import ONNX_FILE, SIGNATURE_INPUTS, SIGNATURE_OUTPUT
+from ..shared.tf_compat import session_config, tf
+
+log = logging.getLogger(__name__)
+BACKENDS = ("auto", "tf", "onnx")
+
+
+class TFBackend(object):
+    name = "tf"
+
+    def __init__(self, export_dir, intra_op_threads=0, inter_op_threads=0):
+        self._graph = tf.Graph()
+        self._session = tf.Session(graph=self._graph, config=session_config(intra_op_threads, inter_op_threads))
+        with self._graph.as_default():
+            try:
+                meta = tf.saved_model.loader.load(self._session, ["serve"], export_dir)
+            except Exception as exc:  # TF raises many types for a corrupt SavedModel
+                raise UserError("cannot load SavedModel %s: %s" % (export_dir, str(exc).splitlines()[0]))
+        signature = meta.signature_def.get("serving_default")
+        if signature is None or SIGNATURE_OUTPUT not in signature.outputs:
+            raise UserError("%s has no serving_default signature with %r" % (export_dir, SIGNATURE_OUTPUT))
+        self._inputs = [signature.inputs[name].name for name in SIGNATURE_INPUTS]
+        self._output = signature.outputs[SIGNATURE_OUTPUT].name
+        self.n_outputs = self._graph.get_tensor_by_name(self._output).shape.as_list()[-1]
+
+    def run(self, input_ids, input_mask, segment_ids):
+        return self._session.run(self._output, dict(zip(self._inputs, (input_ids, input_mask, segment_ids))))
+
+    def close(self):
+        self._session.close()
+
+
+class OnnxBackend(object):
+    name = "onnx"
+
+    def __init__(self, path, intra_op_threads=0, inter_op_threads=0):
+        import onnxruntime
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads  # 0: one per core, as for TF
+        options.inter_op_num_threads = inter_op_threads
+        try:
+            self._session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types for a bad file
+            raise UserError("cannot load %s: %s" % (path, str(exc).splitlines()[0]))
+        names = {arg.name.split(":")[0]: arg.name for arg in self._session.get_inputs()}
+        if set(names) != set(SIGNATURE_INPUTS):
+            raise UserError("%s takes %s, not the serving signature's %s"
+                            % (path, ", ".join(sorted(names)), ", ".join(SIGNATURE_INPUTS)))
+        self._inputs = [names[name] for name in SIGNATURE_INPUTS]
+        output = self._session.get_outputs()[0]
+        self._output = output.name
+        self.n_outputs = output.shape[-1] if isinstance(output.shape[-1], int) else None
+
+    def run(self, input_ids, input_mask, segment_ids):
+        return self._session.run([self._output], dict(zip(self._inputs, (input_ids, input_mask, segment_ids))))[0]
+
+    def close(self):
+        self._session = None
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def onnx_unusable(export_dir, record):
+    """Why the export's ONNX file may not serve (None when it may)."""
+    path = os.path.join(export_dir, ONNX_FILE)
+    if not record:
+        return "the export has no verified ONNX file (make onnx model_dir=%s converts it)" % export_dir
+    if not record.get("verified"):
+        return "its ONNX conversion disagreed with the SavedModel (max |dp| %s)" % record.get("max_abs_diff")
+    if not os.path.isfile(path):
+        return "%s is missing" % path
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "onnxruntime is not installed"
+    if file_sha256(path) != record.get("sha256"):
+        return "%s is not the file that was verified (changed, corrupt or from another export)" % path
+    return None
+
+
+def open_backend(requested, export_dir, record, intra_op_threads=0, inter_op_threads=0):
+    """The backend to serve with, following BACKEND (see the module's docstring)."""
+    if requested not in BACKENDS:
+        raise UserError("BACKEND must be one of %s, not %r" % (", ".join(BACKENDS), requested))
+    if requested != "tf":
+        why = onnx_unusable(export_dir, record)
+        if why is None:
+            try:
+                return OnnxBackend(os.path.join(export_dir, ONNX_FILE), intra_op_threads, inter_op_threads)
+            except UserError as exc:
+                why = str(exc)
+        if requested == "onnx":
+            raise UserError("BACKEND=onnx, but %s" % why)
+        if record:  # an ONNX file was expected: say once why it is not used
+            log.warning("serving %s with TensorFlow: %s", export_dir, why)
+    return TFBackend(export_dir, intra_op_threads, inter_op_threads)

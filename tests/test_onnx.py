@@ -1,0 +1,130 @@
+"""The ONNX copy of an export: converted and verified when training ends, served by default where
+onnxruntime is installed, and never served when it is missing, corrupt, foreign or disagrees."""
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from bert_in_a_flask.serving.predictor import Predictor
+from bert_in_a_flask.shared.errors import UserError
+from helpers import run_cli
+
+pytestmark = pytest.mark.slow  # a trained export, conversions in subprocesses
+
+TEXTS = ["how do i fix my django error?", "spring maven jvm", "react node npm", "why does the loop not work",
+         "numpy pip pandas list", "gradle file error", "", "webpack " * 500, "pourquoi mon café 🐍 plante"]
+
+
+def onnx_record(export_dir):
+    with open(os.path.join(export_dir, "assets.extra", "model_config.json")) as handle:
+        return json.load(handle)["onnx"]
+
+
+@pytest.fixture
+def export_copy(trained, tmp_path):
+    """A copy of the session's export (with its model.onnx) that a test may break."""
+    path = str(tmp_path / "trained_model" / os.path.basename(trained["export_dir"]))
+    shutil.copytree(trained["export_dir"], path)
+    return path
+
+
+def test_training_converts_and_verifies_the_best_export(trained):
+    record = onnx_record(trained["export_dir"])
+    assert record["verified"] is True and record["max_abs_diff"] <= 1e-4 and record["label_agreement"] == 1.0
+    assert record["n_texts"] >= 500 and record["verified_on"].startswith("41 texts")  # the validation split
+    assert os.path.isfile(os.path.join(trained["export_dir"], "model.onnx"))
+    assert not [name for name in os.listdir(trained["export_dir"]) if ".tmp" in name]
+    assert "model.onnx verified: max |dp|" in trained["log"]
+
+
+def test_onnx_serves_by_default_with_the_savedmodels_answers(trained):
+    onnx, tf = Predictor(trained["export_dir"]), Predictor(trained["export_dir"], backend="tf")
+    assert onnx.backend_name == "onnx" and onnx.name.endswith(" (onnx)") and tf.name.endswith(" (tf)")
+    got, expected = onnx.predict_proba(TEXTS), tf.predict_proba(TEXTS)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert onnx.predict(TEXTS)["predictions"] == tf.predict(TEXTS)["predictions"]
+
+
+def test_metadata_names_the_backend(client):
+    meta = client.get("/metadata").get_json()
+    assert meta["backend"] == "onnx" and meta["model"].endswith(" (onnx)") and meta["onnx"]["verified"]
+
+
+def break_onnx(export_dir, how):
+    path = os.path.join(export_dir, "model.onnx")
+    if how == "missing":
+        os.remove(path)
+    elif how == "corrupt":
+        with open(path, "r+b") as handle:
+            handle.seek(100)
+            handle.write(b"\xff" * 64)
+    elif how == "foreign":  # a valid ONNX model, but not this export's
+        import onnx
+        from onnx import TensorProto, helper
+        inputs = [helper.make_tensor_value_info(n, TensorProto.INT32, [None, None])
+                  for n in ("input_ids", "input_mask", "segment_ids")]
+        output = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 3])
+        graph = helper.make_graph([helper.make_node("Constant", [], ["probabilities"], value=helper.make_tensor(
+            "p", TensorProto.FLOAT, [1, 3], [0.2, 0.3, 0.5]))], "foreign", inputs, [output])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+@pytest.mark.parametrize("how,reason", [("missing", "model.onnx is missing"),
+                                        ("corrupt", "is not the file that was verified"),
+                                        ("foreign", "is not the file that was verified")])
+def test_a_bad_onnx_file_falls_back_to_tf_with_one_warning_or_is_refused(export_copy, how, reason, caplog):
+    break_onnx(export_copy, how)
+    with caplog.at_level(logging.WARNING):
+        predictor = Predictor(export_copy)  # BACKEND=auto
+    assert predictor.backend_name == "tf"
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno == logging.WARNING and r.name.startswith("bert_in_a_flask")]
+    assert len(warnings) == 1 and reason in warnings[0]
+    assert predictor.predict(["spring maven jvm"])["predictions"] == ["java"]
+    with pytest.raises(UserError, match="BACKEND=onnx, but .*%s" % reason):
+        Predictor(export_copy, backend="onnx")
+
+
+def test_a_failed_conversion_keeps_the_savedmodel_and_serves_tf(export_copy, monkeypatch, caplog):
+    from bert_in_a_flask.training import onnx_export
+    os.remove(os.path.join(export_copy, "model.onnx"))
+    onnx_export.write_record(export_copy, {})
+    before = sorted(os.listdir(export_copy))
+    monkeypatch.setattr(onnx_export, "run_tf2onnx", lambda export_dir, output: "Unsupported ops: MagicOp")
+    with caplog.at_level(logging.WARNING):
+        assert onnx_export.convert(export_copy) is None
+    assert "conversion of %s failed (Unsupported ops: MagicOp); the SavedModel is unchanged" % export_copy in caplog.text
+    assert sorted(os.listdir(export_copy)) == before and onnx_record(export_copy) == {}
+    assert Predictor(export_copy).backend_name == "tf"
+
+
+def test_a_conversion_that_disagrees_is_not_kept_and_never_served(export_copy, monkeypatch):
+    from bert_in_a_flask.training import onnx_export
+    monkeypatch.setattr(onnx_export, "MAX_ABS_DIFF", 0.0)  # any float difference at all now disagrees
+    os.remove(os.path.join(export_copy, "model.onnx"))
+    record = onnx_export.convert(export_copy, texts=TEXTS)
+    if record["max_abs_diff"] == 0.0:
+        pytest.skip("this runtime's ONNX copy agrees bit for bit; nothing to reject")
+    assert record["verified"] is False and not os.path.exists(os.path.join(export_copy, "model.onnx"))
+    assert onnx_record(export_copy)["verified"] is False
+    assert Predictor(export_copy).backend_name == "tf"
+    with pytest.raises(UserError, match="BACKEND=onnx, but its ONNX conversion disagreed"):
+        Predictor(export_copy, backend="onnx")
+
+
+def test_make_onnx_converts_an_older_export(export_copy, tmp_path):
+    from bert_in_a_flask.training import onnx_export
+    os.remove(os.path.join(export_copy, "model.onnx"))
+    onnx_export.write_record(export_copy, {})  # as exports written before ONNX existed
+    texts = tmp_path / "texts.csv"
+    texts.write_text("post\n" + "\n".join(t for t in TEXTS if t and "," not in t) + "\n")
+    result = run_cli("bert_in_a_flask.training.onnx_export",
+                     ["--model-dir", os.path.dirname(export_copy), "--texts-file", str(texts)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = onnx_record(export_copy)
+    assert record["verified"] and record["verified_on"].startswith("8 texts + 492 random")
+    assert Predictor(export_copy).backend_name == "onnx"
