@@ -94,6 +94,64 @@ def original_way_ms(export_dir, texts, max_seq_length):
     return float(np.median(runs))
 
 
+def gemm_gflops(n=1024, repeats=10):
+    """This machine's float32 matrix-multiply speed (numpy's BLAS): the ceiling the model's FLOPs meet."""
+    a, b = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2.0 * n ** 3 / best / 1e9
+
+
+def flops_per_word_piece(bert_config):
+    """Forward FLOPs per word piece of the encoder's matrix multiplies (attention over short titles
+    is a few percent more and left out): 2 x (4 H^2 + 2 H I) per layer."""
+    h, i, layers = bert_config["hidden_size"], bert_config["intermediate_size"], bert_config["num_hidden_layers"]
+    return 2.0 * layers * (4 * h * h + 2 * h * i)
+
+
+def serving_backends(export_dir, titles, logs, batch_sizes=(8, 16, 32, 64), per_request=128):
+    """Each backend's best MAX_BATCH_SIZE (in-process), then the whole test set through /predict,
+    beside the machine's ceiling (its GEMM GFLOP/s over the model's FLOPs per title)."""
+    from ..serving.predictor import Predictor
+    rows, best = [], {}
+    for backend in ("tf", "onnx"):
+        rates = {}
+        for size in batch_sizes:
+            predictor = Predictor(export_dir, backend=backend, max_batch_size=size)
+            predictor.predict_proba(titles[:64])
+            started = time.perf_counter()
+            predictor.predict_proba(titles[:2000])
+            rates[size] = 2000 / (time.perf_counter() - started)
+            predictor.close()
+        best[backend] = max(rates, key=rates.get)
+        rows.append(("%s forward in-process, titles/s by MAX_BATCH_SIZE" % backend,
+                     ", ".join("%d: %.0f" % kv for kv in sorted(rates.items())), "best %d" % best[backend]))
+    predictor = Predictor(export_dir, backend="tf")
+    pieces = float(np.mean([len(ids) for ids in predictor.preprocess(titles)]))
+    gflops = gemm_gflops()
+    ceiling = gflops * 1e9 / (flops_per_word_piece(predictor.config.bert_config) * pieces)
+    rows.append(("fp32 ceiling: GEMM GFLOP/s / (FLOPs per word piece x %.1f pieces), titles/s" % pieces,
+                 "%.0f" % ceiling, "GEMM %.0f GFLOP/s (numpy)" % gflops))
+    for backend in ("tf", "onnx"):
+        server = serve(export_dir, os.path.join(logs, "backend-%s.log" % backend), BACKEND=backend,
+                       MAX_BATCH_SIZE=str(best[backend]))
+        chunks = [titles[i:i + per_request] for i in range(0, len(titles), per_request)]
+        predict(server.url, chunks[0])
+        started = time.perf_counter()
+        for chunk in chunks:
+            status, _ = predict(server.url, chunk)
+            assert status == 200
+        rate = len(titles) / (time.perf_counter() - started)
+        server.stop()
+        rows.append(("/predict whole test set, %d per request, BACKEND=%s (batch %d), titles/s"
+                     % (per_request, backend, best[backend]), "%.0f" % rate, "%.0f%% of the ceiling" % (100 * rate / ceiling)))
+    return rows
+
+
 def main(argv=None):
     from ..shared.cli import ArgumentParser, at_least, positive_int
     parser = ArgumentParser(description=__doc__)
@@ -119,10 +177,14 @@ def main(argv=None):
              ("train examples/s, length-bucketed", "%.1f" % bucketed, "%.1fx padded (target >= 4x)" % (bucketed / padded))]
 
     from ..shared.export_contract import latest_export
+    from ..training.onnx_export import convert
     export_dir = latest_export(os.path.join(work, "bucketed", "trained_model"))
+    with open(os.path.join(data_dir, "val.csv"), newline="") as handle:
+        convert(export_dir, texts=[row["post"] for row in csv.DictReader(handle)][:1000])
     original = original_way_ms(export_dir, titles[:32], 128)
     logs = os.path.join(work, "logs")
     os.makedirs(logs, exist_ok=True)
+    rows += serving_backends(export_dir, titles, logs)
 
     server = serve(export_dir, os.path.join(logs, "off.log"), MICRO_BATCHING="0", THREADS="16")
     one = latencies_ms(server.url, titles[:1], args.requests)

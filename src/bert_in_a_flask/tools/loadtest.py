@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPException
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
@@ -45,7 +46,7 @@ def poll_ready(url, timeout, gave_up=lambda: False, interval=0.2):
         try:
             if http(url + "/ready", timeout=2)[0] == 200:
                 return True
-        except (URLError, OSError):
+        except (URLError, OSError, HTTPException):  # not listening yet, or gone mid-answer
             pass
         time.sleep(interval)
     return False
