@@ -34,3 +34,47 @@ def test_amp_and_xla_path_trains(tiny_bert_dir, tiny_csv, tmp_path):
     """On a CPU the float16 rewrite does nothing, but the loss-scaled optimizer path must still learn."""
     log, losses, best = train(tiny_bert_dir, tiny_csv, tmp_path / "amp", "--use-amp", "--use-xla")
     assert best["loss"] < 0.05 and best["metrics"]["accuracy"] >= 0.95, losses
+
+
+# Two examples whose gradients point different ways: one device clips their mean (norm > 1);
+# clipping each replica's share alone (the old way) flips the sign of the first weight's step.
+CLIPPED_EXAMPLES = [[10.0, 10.0], [-6.0, 0.0]]
+
+
+def one_step_weights(devices):
+    """The variable `w` after one AdamW step on a linear loss over CLIPPED_EXAMPLES."""
+    from bert_in_a_flask.shared.tf_compat import tf
+    from bert_in_a_flask.training.optimization import create_train_op
+    graph = tf.Graph()
+    with graph.as_default():
+        data = tf.constant(CLIPPED_EXAMPLES, tf.float32)
+
+        def step():
+            replica = tf.distribute.get_replica_context()
+            share = len(CLIPPED_EXAMPLES) // replica.num_replicas_in_sync
+            start = replica.replica_id_in_sync_group * share
+            w = tf.get_variable("w", [2], initializer=tf.zeros_initializer())
+            loss = tf.reduce_mean(tf.reduce_sum(data[start:start + share] * w, axis=1))
+            return create_train_op(loss, 0.1, 10, 0)
+
+        if len(devices) > 1:
+            strategy = tf.distribute.MirroredStrategy(devices=devices)
+            with strategy.scope():
+                tf.train.get_or_create_global_step()
+                train_op = tf.group(strategy.experimental_local_results(
+                    strategy.extended.call_for_each_replica(step)))
+        else:
+            train_op = step()
+        w = [v for v in tf.global_variables() if v.name.startswith("w")][0]
+        with tf.Session(config=tf.ConfigProto(device_count={"CPU": 2})) as session:
+            session.run(tf.global_variables_initializer())
+            session.run(train_op)
+            return session.run(w)
+
+
+def test_replicas_clip_the_whole_batch_gradient_as_one_device_does():
+    import numpy as np
+    one = one_step_weights(["/cpu:0"])
+    two = one_step_weights(["/cpu:0", "/cpu:1"])
+    assert (one < 0).all()  # both weights step down: the mean gradient (2, 5) is positive
+    np.testing.assert_allclose(two, one, atol=1e-6)

@@ -64,5 +64,22 @@ def create_train_op(loss, init_lr, num_train_steps, num_warmup_steps, use_amp=Fa
     # Dense gradients: replicas gather different embedding rows, and TF 2's collectives need
     # equal shapes on every replica (bert's own optimizer densifies them too).
     grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g, _ in grads_and_vars]
+    return optimizer.apply_gradients(zip(clip_as_on_one_device(grads), tvars),
+                                     global_step=tf.train.get_or_create_global_step())
+
+
+def clip_as_on_one_device(grads):
+    """Clip by the global norm of the whole batch's gradient, also with replicas.
+
+    Under a strategy, compute_gradients scales each replica's loss by 1/n, so the replicas'
+    gradients sum to the gradient of the global batch's mean loss; clipping each replica's share
+    alone would leave anything below norm n unclipped and change the direction. So: sum them
+    here (all-reduce), clip the sum as one device would, and hand apply_gradients 1/n of it,
+    which it sums over the replicas again.
+    """
+    replica = tf.distribute.get_replica_context()
+    replicas = replica.num_replicas_in_sync if replica is not None else 1
+    if replicas > 1:
+        grads = replica.all_reduce(tf.distribute.ReduceOp.SUM, grads)
     grads, _ = tf.clip_by_global_norm(grads, clip_norm=CLIP_NORM)
-    return optimizer.apply_gradients(zip(grads, tvars), global_step=tf.train.get_or_create_global_step())
+    return [g / replicas for g in grads] if replicas > 1 else grads
