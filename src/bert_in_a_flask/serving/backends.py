@@ -9,12 +9,12 @@ Which one serves (`BACKEND`, one default in settings.py):
     tf     always the SavedModel
     onnx   the ONNX file, or a refusal to start with one line saying why
 """
-import hashlib
 import logging
 import os
 
 from ..shared.errors import UserError
 from ..shared.export_contract import ONNX_FILE, SIGNATURE_INPUTS, SIGNATURE_OUTPUT
+from ..shared.files import file_sha256
 from ..shared.tf_compat import session_config, tf
 
 log = logging.getLogger(__name__)
@@ -72,14 +72,6 @@ class OnnxBackend(object):
 
     def close(self):
         self._session = None
-
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def onnx_unusable(export_dir, record):

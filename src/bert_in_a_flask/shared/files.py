@@ -1,4 +1,5 @@
 """Small file helpers: JSON in and out, written atomically (temp name, then rename)."""
+import hashlib
 import json
 import os
 
@@ -13,3 +14,12 @@ def save_json(data, path):
 def load_json(path):
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def file_sha256(path):
+    """sha256 of a file's bytes: which data a cache or export came from, which ONNX file was verified."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,5 +1,4 @@
 """DATA LOADING: read the CSV/TSV, validate it, clean it, split it, list the labels."""
-import hashlib
 import logging
 import os
 from collections import namedtuple
@@ -97,10 +96,3 @@ def _require_rows_per_class(frame, path):
             % (path, label, count, MIN_ROWS_PER_CLASS))
 
 
-def file_digest(path):
-    """sha256 of a file's bytes, so caches and exports can say which data they came from."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

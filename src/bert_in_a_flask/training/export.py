@@ -6,8 +6,8 @@ import shutil
 import time
 
 from ..shared.export_contract import SIGNATURE_INPUTS, ExportConfig, write_assets
+from ..shared.files import file_sha256
 from ..shared.tf_compat import tf
-from .data import file_digest
 from .model import bert_config_dict
 
 
@@ -33,7 +33,7 @@ def export_config_for(config, *, bert_config, do_lower_case, num_labels, tf_vers
         max_seq_length=config.max_seq_length, do_lower_case=do_lower_case, truncate=config.truncate,
         pooling=config.pooling, base_model=base_model_name(bert_config, do_lower_case), num_labels=num_labels,
         bert_config=bert_config_dict(bert_config), data_file=config.data_file,
-        data_sha256=file_digest(config.data_file), tf_version=tf_version)
+        data_sha256=file_sha256(config.data_file), tf_version=tf_version)
 
 
 class AssetsWriter(object):

@@ -23,6 +23,7 @@ import numpy as np
 from ..shared.cli import ArgumentParser, positive_int
 from ..shared.errors import UserError, run_cli
 from ..shared.export_contract import ASSETS_EXTRA, MODEL_CONFIG_FILE, ONNX_FILE, read_assets, resolve_export
+from ..shared.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ OPSET = 13            # understood by onnxruntime 1.10 (the newest for TF 1.15's
 
 def convert(export_dir, texts=(), seed=0):
     """Convert and verify one export; returns its new `onnx` record (None when conversion failed)."""
-    from ..serving.backends import OnnxBackend, file_sha256
+    from ..serving.backends import OnnxBackend
     from ..serving.predictor import Predictor
 
     export_dir = resolve_export(export_dir)
