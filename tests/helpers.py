@@ -44,9 +44,8 @@ def tiny_vocab():
 
 def write_tiny_bert(folder, hidden_act="gelu"):
     """A random 2-layer BERT in Google's format: bert_config.json, vocab.txt, bert_model.ckpt.*"""
+    from bert_in_a_flask.shared.tf_compat import tf  # first: it lends TF 2 the contrib module bert imports
     from bert import modeling
-
-    from bert_in_a_flask.shared.tf_compat import tf
 
     os.makedirs(folder, exist_ok=True)
     vocab = tiny_vocab()

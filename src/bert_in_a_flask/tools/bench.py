@@ -152,6 +152,47 @@ def serving_backends(export_dir, titles, logs, batch_sizes=(8, 16, 32, 64), per_
     return rows
 
 
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '%s'
+"""
+
+
+def wrk_rate(url, body, clients, seconds, work):
+    """Requests/s (and non-2xx count) of wrk, a C load generator, at `clients` connections: the
+    clients cost the cores almost nothing, so the server's own speed shows."""
+    script = os.path.join(work, "post.lua")
+    with open(script, "w") as handle:
+        handle.write(WRK_SCRIPT % body.replace("'", "\\'"))
+    result = subprocess.run(["wrk", "-t", str(min(clients, 2)), "-c", str(clients), "-d", "%ds" % seconds,
+                             "--timeout", "30s", "-s", script, url + "/predict"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", result.stdout).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", result.stdout)
+    return rate, int(errors.group(1)) if errors else 0
+
+
+def micro_batching_with_wrk(export_dir, title, logs, work, clients=(1, 4, 16, 64), seconds=8):
+    """One title per request at 1-64 connections, micro-batching off vs on (default settings otherwise)."""
+    import json
+    import shutil
+    if not shutil.which("wrk"):
+        return [("micro-batching under wrk", "skipped", "wrk is not installed (apt-get install wrk)")]
+    body = json.dumps({"X": [title]})
+    rates = {}
+    for mode in ("0", "1"):
+        server = serve(export_dir, os.path.join(logs, "wrk-%s.log" % mode), MICRO_BATCHING=mode)
+        for n in clients:
+            rate, errors = wrk_rate(server.url, body, n, seconds, work)
+            if errors:
+                sys.exit("wrk saw %d failed requests at %d clients" % (errors, n))
+            rates[(mode, n)] = rate
+        server.stop()
+    return [("wrk, %d connections x 1 title: req/s micro-batching off -> on" % n,
+             "%.0f -> %.0f" % (rates[("0", n)], rates[("1", n)]), "%.2fx" % (rates[("1", n)] / rates[("0", n)]))
+            for n in clients]
+
+
 def main(argv=None):
     from ..shared.cli import ArgumentParser, at_least, positive_int
     parser = ArgumentParser(description=__doc__)
@@ -185,6 +226,7 @@ def main(argv=None):
     logs = os.path.join(work, "logs")
     os.makedirs(logs, exist_ok=True)
     rows += serving_backends(export_dir, titles, logs)
+    rows += micro_batching_with_wrk(export_dir, titles[0], logs, work)
 
     server = serve(export_dir, os.path.join(logs, "off.log"), MICRO_BATCHING="0", THREADS="16")
     one = latencies_ms(server.url, titles[:1], args.requests)

@@ -80,6 +80,19 @@ def clip_as_on_one_device(grads):
     replica = tf.distribute.get_replica_context()
     replicas = replica.num_replicas_in_sync if replica is not None else 1
     if replicas > 1:
-        grads = replica.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        present = [i for i, g in enumerate(grads) if g is not None]  # e.g. the unused pooler under mean pooling
+        grads = list(grads)
+        for i, summed in zip(present, sum_over_replicas(replica, [grads[i] for i in present])):
+            grads[i] = summed
     grads, _ = tf.clip_by_global_norm(grads, clip_norm=CLIP_NORM)
-    return [g / replicas for g in grads] if replicas > 1 else grads
+    return [None if g is None else g / replicas for g in grads] if replicas > 1 else grads
+
+
+def sum_over_replicas(replica, tensors):
+    """Each tensor summed over the replicas, in replica context. A merge_call, not
+    `ReplicaContext.all_reduce`: TF 1.15 wraps that one in a custom gradient that looks up the
+    mirrored variables by name and fails; these sums are never differentiated."""
+    def merge(strategy, *values):
+        return strategy.extended.batch_reduce_to(tf.distribute.ReduceOp.SUM, [(v, v) for v in values])
+
+    return [tf.identity(t) for t in replica.merge_call(merge, args=tuple(tensors))]
