@@ -231,10 +231,12 @@ def test_serving_runs_with_the_training_code_unimportable(trained):
     assert json.loads(result.stdout.strip().splitlines()[-1])["predictions"] == ["java"]
 
 
-def test_no_module_or_test_edits_sys_path():
+def test_no_module_or_test_edits_the_import_path():
+    """`grep -rn sys.path src tests` finds nothing: the import path comes from the installation."""
+    needle = "sys." + "path"  # spelled apart so that this file passes its own check
     for top in ("src", "tests"):
         for folder, _, files in os.walk(os.path.join(ROOT, top)):
             for name in files:
-                if name.endswith(".py") and name != os.path.basename(__file__):
+                if name.endswith(".py"):
                     with open(os.path.join(folder, name), encoding="utf-8") as handle:
-                        assert "sys.path" not in handle.read(), name
+                        assert needle not in handle.read(), name
