@@ -232,7 +232,7 @@ def test_serving_runs_with_the_training_code_unimportable(trained):
 
 
 def test_no_module_or_test_edits_the_import_path():
-    """`grep -rn sys.path src tests` finds nothing: the import path comes from the installation."""
+    """Nothing under src or tests edits the import path: it comes from the installation (pyproject.toml)."""
     needle = "sys." + "path"  # spelled apart so that this file passes its own check
     for top in ("src", "tests"):
         for folder, _, files in os.walk(os.path.join(ROOT, top)):
