@@ -82,7 +82,7 @@ def serve(export_dir, log_path, **env):
 def original_way_ms(export_dir, texts, max_seq_length):
     """The 2019 sketch: one text per forward pass, padded to max_seq_length."""
     from ..serving.predictor import Predictor
-    predictor = Predictor.from_export(export_dir)
+    predictor = Predictor(export_dir, backend="tf")  # the 2019 sketch ran the SavedModel on TF
     ids = predictor.preprocess(texts)
     predictor.forward_batch([ids[0]], width=max_seq_length)
     runs = []
