@@ -51,8 +51,10 @@ def convert(export_dir, texts=(), seed=0):
         reference = Predictor(export_dir, backend="tf")
         id_lists, verified_on = verification_inputs(reference, texts, seed)
         expected = reference.forward_sorted(id_lists)
+        reference.close()  # the TF session is done; free it before onnxruntime loads the copy
         reference.backend = OnnxBackend(tmp)  # the same batching, padding and order, on onnxruntime
         got = reference.forward_sorted(id_lists)
+        reference.close()
         record = {
             "file": ONNX_FILE, "sha256": file_sha256(tmp), "opset": OPSET, "converter": "tf2onnx " + converter,
             "n_texts": len(id_lists), "verified_on": verified_on,
