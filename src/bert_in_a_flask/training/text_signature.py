@@ -1,0 +1,121 @@
+"""bert's tokenizer as graph ops, for the export's raw-text signature `serve_text`.
+
+Strings in, the serving signature's int32 ids/mask/segments out: the same word pieces and the same
+truncation as shared/text.py's TextEncoder, so an engine that hosts SavedModels (TensorFlow Serving,
+KServe) serves the export without our Python. tensorflow-text supplies the ops Python has and
+TensorFlow lacks (NFD normalization, regex splitting, greedy word pieces); its BertTokenizer is not
+used because its case folding is NFKC_Casefold, which is not bert's `str.lower` + accent stripping
+(it maps full-width letters and '…', which bert keeps).
+
+Each step mirrors one of bert's `BasicTokenizer` / `WordpieceTokenizer` (bert/tokenization.py):
+    invalid UTF-8            dropped (bert decodes with errors="ignore"; here U+FFFD, then dropped)
+    _clean_text              control/format/unassigned characters and U+FFFD dropped; whitespace -> ' '
+    _tokenize_chinese_chars  spaces around CJK ideographs
+    do_lower_case            str.lower (ICU full case mapping, final sigma included; the characters
+                             whose case TensorFlow's ICU maps otherwise than this Python are mapped
+                             first, see lower_case_fixups), NFD, Mn dropped
+    _run_split_on_punc       spaces around ASCII punctuation and Unicode P* characters
+    whitespace_tokenize      split on what str.split() splits on (Z* after cleaning)
+    WordpieceTokenizer       words over 200 characters -> [UNK]; greedy longest-match-first "##" pieces
+"""
+import functools
+import sys
+
+import tensorflow_text
+
+from ..shared.text import HEAD_SHARE_OF_HEAD_TAIL
+from ..shared.tf_compat import tf, tokenization
+
+MAX_CHARS_PER_WORD = tokenization.WordpieceTokenizer(vocab={}).max_input_chars_per_word  # 200
+UTF8_BYTES_PER_CHAR = 4
+
+# bert's _clean_text drops NUL, U+FFFD and _is_control: categories Cc and Cf except \t \n \r (those are
+# whitespace). Private-use and unassigned characters stay (and become [UNK] word pieces).
+_CONTROL = r"[\p{Cc}\p{Cf}\x{FFFD}]"
+_WHITESPACE = r"[\t\n\r\p{Zs}]"
+# bert's _is_chinese_char: the CJK Unified Ideographs blocks and their compatibility forms.
+_CJK = (r"([\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}"
+        r"\x{2B740}-\x{2B81F}\x{2B820}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}])")
+# bert's _is_punctuation: the four ASCII runs of non-letters/digits, and every P* character.
+_PUNCTUATION = r"([!-/:-@\[-`{-~]|\p{P})"
+# str.split() after cleaning: ' ' and the line/paragraph separators (Zl, Zp) that cleaning keeps.
+_SPLIT = r"\p{Z}+"
+
+
+def basic_tokens(texts, do_lower_case):
+    """[batch] strings -> [batch, (words)] ragged strings, as bert's BasicTokenizer splits them."""
+    texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
+    texts = tf.strings.regex_replace(texts, _WHITESPACE, " ")
+    texts = tf.strings.regex_replace(texts, _CONTROL, "")
+    texts = tf.strings.regex_replace(texts, _CJK, r" \1 ")
+    if do_lower_case:
+        for upper, lower in lower_case_fixups():
+            texts = tf.strings.regex_replace(texts, r"\x{%X}" % ord(upper), lower)
+        texts = tf.strings.lower(texts, encoding="utf-8")
+        texts = tensorflow_text.normalize_utf8(texts, "NFD")
+        texts = tf.strings.regex_replace(texts, r"\p{Mn}", "")
+    texts = tf.strings.regex_replace(texts, _PUNCTUATION, r" \1 ")
+    return tensorflow_text.regex_split(texts, _SPLIT)
+
+
+@functools.lru_cache(maxsize=1)
+def lower_case_fixups():
+    """(character, Python's lower case of it) wherever TensorFlow's `strings.lower` says otherwise.
+    TF 1.15's ICU maps 28 characters wrongly ('ẞ' -> 'Ṿ', Greek capitals with prosgegrammeni); TF 2.15's
+    predates 40 letters that Python 3.11 knows. Measured here, once per process, over every character."""
+    chars = [chr(code) for code in range(sys.maxunicode + 1) if not 0xD800 <= code < 0xE000]
+    cased = [char for char in chars if char.lower() != char]
+    with tf.Graph().as_default(), tf.Session() as session:
+        lowered = session.run(tf.strings.lower([char.encode("utf-8") for char in cased], encoding="utf-8"))
+    return tuple((char, char.lower()) for char, got in zip(cased, lowered) if got.decode("utf-8") != char.lower())
+
+
+def vocab_table(vocab_file):
+    """word piece -> id (-1 when absent), from bert's own vocab reader; the vocab becomes constants of
+    the graph, so the SavedModel needs no asset file to be copied along."""
+    vocab = tokenization.load_vocab(vocab_file)
+    keys = tf.constant(list(vocab.keys()), tf.string)
+    values = tf.constant(list(vocab.values()), tf.int64)
+    return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1)
+
+
+def word_piece_ids(words, table):
+    """[batch, (words)] -> [batch, (pieces)] int64 ids, as bert's WordpieceTokenizer (whole word [UNK]
+    when it does not split into vocab pieces or is longer than MAX_CHARS_PER_WORD characters)."""
+    too_long = tf.strings.length(words.flat_values, unit="UTF8_CHAR") > MAX_CHARS_PER_WORD
+    words = words.with_flat_values(tf.where(too_long, tf.fill(tf.shape(too_long), "[UNK]"), words.flat_values))
+    tokenizer = tensorflow_text.WordpieceTokenizer(
+        table, suffix_indicator="##", max_bytes_per_word=MAX_CHARS_PER_WORD * UTF8_BYTES_PER_CHAR,
+        token_out_type=tf.int64, unknown_token="[UNK]")
+    pieces = tokenizer.tokenize(words)  # [batch, (words), (pieces)]
+    return tf.RaggedTensor.from_row_splits(pieces.values.values, tf.gather(pieces.values.row_splits, pieces.row_splits))
+
+
+def truncated(pieces, budget, truncate):
+    """Keep at most `budget` pieces per row: the first ones ("head"), or the first
+    HEAD_SHARE_OF_HEAD_TAIL of them and the last ones ("head+tail"), as TextEncoder.truncated."""
+    lengths = pieces.row_lengths()
+    kept = tf.minimum(lengths, budget)
+    head = budget if truncate == "head" else int(round(budget * HEAD_SHARE_OF_HEAD_TAIL))
+    positions = tf.ragged.range(kept)  # 0..kept-1 per row
+    rows, j = positions.value_rowids(), positions.flat_values
+    skipped = tf.gather(lengths - kept, rows)  # pieces dropped from the middle of that row
+    source = tf.gather(pieces.row_splits[:-1], rows) + j + tf.where(j >= head, skipped, tf.zeros_like(j))
+    return tf.RaggedTensor.from_value_rowids(tf.gather(pieces.flat_values, source), rows,
+                                             nrows=pieces.nrows()), kept
+
+
+def text_features(texts, *, vocab_file, do_lower_case, max_seq_length, truncate):
+    """[batch] strings -> the serving signature's int32 input_ids, input_mask, segment_ids, each
+    [batch, longest in the batch]: `[CLS] pieces [SEP]`, zero-padded like the Python path pads."""
+    table = vocab_table(vocab_file)
+    pieces, kept = truncated(word_piece_ids(basic_tokens(texts, do_lower_case), table),
+                             max_seq_length - 2, truncate)
+    cls_id, sep_id = tf.unstack(table.lookup(tf.constant(["[CLS]", "[SEP]"])))
+    body = pieces.to_tensor(default_value=0)
+    batch = tf.shape(body)[0]
+    width = tf.shape(body)[1] + 2
+    ids = tf.concat([tf.fill([batch, 1], cls_id), body, tf.zeros([batch, 1], tf.int64)], axis=1)
+    ids += tf.one_hot(kept + 1, width, on_value=sep_id, off_value=tf.constant(0, tf.int64), dtype=tf.int64)
+    mask = tf.sequence_mask(kept + 2, width, dtype=tf.int32)
+    return {"input_ids": tf.cast(ids, tf.int32), "input_mask": mask, "segment_ids": tf.zeros_like(mask)}
