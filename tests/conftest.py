@@ -55,7 +55,7 @@ def client(app):
 
 # A test that needs a trained model (or a server, or a real MiniLM) is slow: `make test-fast`
 # (pytest -m "not slow") leaves it out. Tests that start processes are marked by hand.
-SLOW_FIXTURES = {"trained", "predictor", "app", "client", "roomy_client", "minilm_dir", "api", "api_schema"}
+SLOW_FIXTURES = {"trained", "predictor", "app", "client", "roomy_client", "minilm_dir", "api", "api_schema", "vocabs"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -21,17 +21,29 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "tf", "onnx")
 
 
+def register_text_ops():
+    """Import tensorflow-text, whose ops the export's serve_text signature holds: TensorFlow loads the
+    whole graph, so even serving_default needs them registered. False when it is not installed."""
+    try:
+        import tensorflow_text  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class TFBackend(object):
     name = "tf"
 
     def __init__(self, export_dir, intra_op_threads=0, inter_op_threads=0):
+        has_text_ops = register_text_ops()
         self._graph = tf.Graph()
         self._session = tf.Session(graph=self._graph, config=session_config(intra_op_threads, inter_op_threads))
         with self._graph.as_default():
             try:
                 meta = tf.saved_model.loader.load(self._session, ["serve"], export_dir)
             except Exception as exc:  # TF raises many types for a corrupt SavedModel
-                raise UserError("cannot load SavedModel %s: %s" % (export_dir, str(exc).splitlines()[0]))
+                hint = "" if has_text_ops else " (its serve_text signature needs tensorflow-text: see requirements_api.txt)"
+                raise UserError("cannot load SavedModel %s: %s%s" % (export_dir, str(exc).splitlines()[0], hint))
         signature = meta.signature_def.get("serving_default")
         if signature is None or SIGNATURE_OUTPUT not in signature.outputs:
             raise UserError("%s has no serving_default signature with %r" % (export_dir, SIGNATURE_OUTPUT))

@@ -1,6 +1,6 @@
 """The export directory: the one contract between training and serving.
 
-    <export root>/<timestamp>/saved_model.pb, variables/      serving_default signature
+    <export root>/<timestamp>/saved_model.pb, variables/      serving_default (ids) and serve_text (strings)
     <export root>/<timestamp>/assets.extra/labels.json         ordered label list
                                           vocab.txt           the tokenizer's vocab
                                           model_config.json   `ExportConfig`: how to tokenize + provenance
@@ -21,6 +21,9 @@ LABELS_FILE, VOCAB_FILE, MODEL_CONFIG_FILE = "labels.json", "vocab.txt", "model_
 ONNX_FILE = "model.onnx"  # beside saved_model.pb: the same model for onnxruntime, verified on conversion
 SIGNATURE_INPUTS = ("input_ids", "input_mask", "segment_ids")
 SIGNATURE_OUTPUT = "probabilities"
+# The raw-text signature: strings in (TEXT_INPUT), TEXT_OUTPUTS out; tokenized inside the graph.
+TEXT_SIGNATURE, TEXT_INPUT = "serve_text", "text"
+TEXT_OUTPUTS = ("probabilities", "label", "score")
 POOLINGS = ("cls", "mean")
 FORMAT_VERSION = 1  # 0: exports written before model_config.json had a version (still loaded)
 

@@ -142,7 +142,7 @@ def run(config):
     from ..serving.predictor import Predictor
     from . import data, pretrained, records
     from .estimator import build_estimator, train_and_evaluate, training_devices
-    from .export import AssetsWriter, export_config_for, serving_input_receiver_fn
+    from .export import AssetsWriter, export_config_for, name_signatures, serving_input_receiver_fn_builder
     from .exporter import BestCheckpointsExporter
     from .model import model_fn_builder
     from .report import write_report
@@ -169,13 +169,18 @@ def run(config):
     model_fn = model_fn_builder(
         bert_config=base.config, num_labels=len(splits.labels), init_checkpoint=base.init_checkpoint,
         learning_rate=config.learning_rate, num_train_steps=max_steps,
-        num_warmup_steps=int(max_steps * config.warmup_proportion), pooling=config.pooling, use_amp=config.use_amp)
+        num_warmup_steps=int(max_steps * config.warmup_proportion), pooling=config.pooling, use_amp=config.use_amp,
+        label_names=splits.labels)
     estimator = build_estimator(model_fn=model_fn, model_dir=paths["checkpoints"], config=config, devices=devices)
     export_config = export_config_for(config, bert_config=base.config, do_lower_case=do_lower_case,
                                       num_labels=len(splits.labels), tf_version=TF_VERSION)
+    serving_input_receiver_fn = serving_input_receiver_fn_builder(
+        vocab_file=base.vocab_file, do_lower_case=do_lower_case, max_seq_length=config.max_seq_length,
+        truncate=config.truncate)
     exporter = BestCheckpointsExporter(
         serving_input_receiver_fn, paths["trained_model"], paths["checkpoints"],
-        AssetsWriter(splits.labels, base.vocab_file, export_config, paths["checkpoints"]))
+        AssetsWriter(splits.labels, base.vocab_file, export_config, paths["checkpoints"]),
+        finish_export=name_signatures)
     train_input_fn = records.input_fn_builder(
         record_files["train"], batch_size=config.batch_size, is_training=True, max_seq_length=config.max_seq_length,
         length_bucketing=config.length_bucketing, pad_to_max=config.pad_to_max_seq_length, seed=config.seed)

@@ -1,20 +1,59 @@
-"""Writing the export (the contract is shared/export_contract.py): the serving signature and the
-`assets.extra` files of each export."""
+"""Writing the export (the contract is shared/export_contract.py): its two signatures and the
+`assets.extra` files of each export.
+
+    serving_default   int32 input_ids, input_mask, segment_ids [batch, any length] -> probabilities
+    serve_text        text: strings [batch] -> probabilities, label (string), score (its probability),
+                      bert's tokenizer and truncation inside the graph (text_signature.py)
+"""
 import dataclasses
 import os
 import shutil
 import time
 
-from ..shared.export_contract import SIGNATURE_INPUTS, ExportConfig, write_assets
+from tensorflow.core.protobuf import saved_model_pb2
+
+from ..shared.export_contract import SIGNATURE_INPUTS, TEXT_INPUT, TEXT_SIGNATURE, ExportConfig, write_assets
 from ..shared.files import file_sha256
 from ..shared.tf_compat import tf
 from .model import bert_config_dict
+from .text_signature import text_features
 
 
-def serving_input_receiver_fn():
-    """int32 [batch, any length] inputs, so callers pad each batch only to its longest text."""
-    receivers = {name: tf.placeholder(tf.int32, [None, None], name=name) for name in SIGNATURE_INPUTS}
-    return tf.estimator.export.ServingInputReceiver(features=dict(receivers), receiver_tensors=receivers)
+def serving_input_receiver_fn_builder(*, vocab_file, do_lower_case, max_seq_length, truncate):
+    """The export's inputs. The model reads ids; by default they are computed from `text` in the graph,
+    and a caller of serving_default feeds them instead (PlaceholderWithDefault), which skips that part.
+    Callers pad each batch only to its longest text."""
+
+    def serving_input_receiver_fn():
+        text = tf.placeholder(tf.string, [None], name=TEXT_INPUT)
+        from_text = text_features(text, vocab_file=vocab_file, do_lower_case=do_lower_case,
+                                  max_seq_length=max_seq_length, truncate=truncate)
+        ids = {name: tf.placeholder_with_default(from_text[name], [None, None], name=name)
+               for name in SIGNATURE_INPUTS}
+        return tf.estimator.export.ServingInputReceiver(
+            features=dict(ids), receiver_tensors=ids, receiver_tensors_alternatives={TEXT_SIGNATURE: {TEXT_INPUT: text}})
+
+    return serving_input_receiver_fn
+
+
+def name_signatures(export_dir):
+    """The estimator names a signature per (receiver, output) pair: "serving_default" and "serve_text" on
+    the ids, "serve_text:serving_default" and "serve_text:serve_text" on the text. Keep the ids ->
+    probabilities one and the text -> probabilities/label/score one, the latter as "serve_text"."""
+    path = os.path.join(export_dir, "saved_model.pb")
+    model = saved_model_pb2.SavedModel()
+    with open(path, "rb") as handle:
+        model.ParseFromString(handle.read())
+    for meta_graph in model.meta_graphs:
+        signatures = meta_graph.signature_def
+        text_one = signatures["%s:%s" % (TEXT_SIGNATURE, TEXT_SIGNATURE)]
+        signatures[TEXT_SIGNATURE].CopyFrom(text_one)
+        for name in ("%s:%s" % (TEXT_SIGNATURE, TEXT_SIGNATURE), "%s:serving_default" % TEXT_SIGNATURE):
+            del signatures[name]
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as handle:
+        handle.write(model.SerializeToString())
+    os.replace(tmp, path)
 
 
 def base_model_name(bert_config, do_lower_case):

@@ -19,9 +19,10 @@ STATE_FILE = "best_export.json"
 class BestCheckpointsExporter(tf.estimator.Exporter):
 
     def __init__(self, serving_input_receiver_fn, export_root, state_dir, assets_builder,
-                 metric_key="eval_loss", name="best"):
-        """`assets_builder(val_metrics, global_step) -> {name: path}` supplies `assets.extra` per export."""
-        self._serving_input_receiver_fn = serving_input_receiver_fn
+                 metric_key="eval_loss", name="best", finish_export=None):
+        """`assets_builder(val_metrics, global_step) -> {name: path}` supplies `assets.extra` per export;
+        `finish_export(export_dir)`, when given, runs on each written export (e.g. naming its signatures)."""
+        self._serving_input_receiver_fn, self._finish_export = serving_input_receiver_fn, finish_export
         self._export_root, self._state_file = export_root, os.path.join(state_dir, STATE_FILE)
         self._assets_builder, self._metric_key, self._name = assets_builder, metric_key, name
 
@@ -49,6 +50,8 @@ class BestCheckpointsExporter(tf.estimator.Exporter):
             self._export_root, self._serving_input_receiver_fn,
             assets_extra=assets, checkpoint_path=checkpoint_path)
         export_dir = export_dir.decode() if isinstance(export_dir, bytes) else export_dir
+        if self._finish_export is not None:
+            self._finish_export(export_dir)
         save_json({"loss": loss, "step": step, "checkpoint": checkpoint_path,
                    "export_dir": export_dir, "metrics": metrics}, self._state_file)
         log.info("exporter: step %d %s %.4f is the best so far; exported %s",

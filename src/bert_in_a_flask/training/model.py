@@ -6,6 +6,7 @@ import os
 from bert import modeling, run_classifier
 
 from ..shared.errors import UserError
+from ..shared.export_contract import TEXT_SIGNATURE
 from ..shared.tf_compat import tf
 from .optimization import create_train_op
 
@@ -103,8 +104,9 @@ def streaming_macro_f1(labels, predictions, num_labels):
 
 
 def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_rate=5e-5,
-                     num_train_steps=1, num_warmup_steps=0, pooling="cls", use_amp=False):
-    """The estimator's model_fn (TRAIN, EVAL and PREDICT) for a `num_labels`-way classifier."""
+                     num_train_steps=1, num_warmup_steps=0, pooling="cls", use_amp=False, label_names=None):
+    """The estimator's model_fn (TRAIN, EVAL and PREDICT) for a `num_labels`-way classifier. With
+    `label_names`, PREDICT also answers the top label as a string (the `serve_text` outputs)."""
 
     def model_fn(features, labels, mode, params=None):
         is_training = mode == tf.estimator.ModeKeys.TRAIN
@@ -115,10 +117,15 @@ def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_
         class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
 
         if mode == tf.estimator.ModeKeys.PREDICT:
+            export_outputs = {"serving_default": tf.estimator.export.PredictOutput({"probabilities": probabilities})}
+            if label_names is not None:
+                export_outputs[TEXT_SIGNATURE] = tf.estimator.export.PredictOutput({
+                    "probabilities": probabilities,
+                    "label": tf.gather(tf.constant(list(label_names)), class_ids),
+                    "score": tf.reduce_max(probabilities, axis=-1)})
             return tf.estimator.EstimatorSpec(
                 mode, predictions={"probabilities": probabilities, "class_ids": class_ids},
-                export_outputs={"serving_default": tf.estimator.export.PredictOutput(
-                    {"probabilities": probabilities})})
+                export_outputs=export_outputs)
 
         if mode == tf.estimator.ModeKeys.EVAL:
             metrics = {

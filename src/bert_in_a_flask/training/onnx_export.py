@@ -22,7 +22,8 @@ import numpy as np
 
 from ..shared.cli import ArgumentParser, positive_int
 from ..shared.errors import UserError, run_cli
-from ..shared.export_contract import ASSETS_EXTRA, MODEL_CONFIG_FILE, ONNX_FILE, read_assets, resolve_export
+from ..shared.export_contract import (ASSETS_EXTRA, MODEL_CONFIG_FILE, ONNX_FILE, SIGNATURE_INPUTS, SIGNATURE_OUTPUT,
+                                      read_assets, resolve_export)
 from ..shared.files import file_sha256
 
 log = logging.getLogger(__name__)
@@ -88,13 +89,44 @@ def tf2onnx_version():
 def run_tf2onnx(export_dir, output):
     """tf2onnx in its own process (it imports and rewrites TF graphs; keep that out of ours).
     Returns None, or the last line it printed when it failed."""
-    command = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", export_dir, "--tag", "serve",
-               "--signature_def", "serving_default", "--opset", str(OPSET), "--output", output]
+    command = [sys.executable, "-m", "bert_in_a_flask.training.onnx_export", "--tf2onnx-in-this-process",
+               export_dir, output]
     result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     if result.returncode == 0 and os.path.isfile(output):
         return None
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     return lines[-1].strip() if lines else "exit code %d" % result.returncode
+
+
+def frozen_serving_default(export_dir):
+    """serving_default as one GraphDef with the weights as constants and its inputs as plain placeholders:
+    (graph_def, input tensor names, output tensor names). The ids inputs are PlaceholderWithDefault ops
+    whose defaults are serve_text's tokenizer; made Placeholders, that part falls out of the graph."""
+    from ..serving.backends import register_text_ops
+    from ..shared.tf_compat import tf
+
+    register_text_ops()  # the SavedModel holds serve_text's tensorflow-text ops
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        meta = tf.saved_model.loader.load(session, ["serve"], export_dir)
+        signature = meta.signature_def["serving_default"]
+        inputs = [signature.inputs[name].name for name in SIGNATURE_INPUTS]
+        outputs = [signature.outputs[SIGNATURE_OUTPUT].name]
+        graph_def = tf.graph_util.convert_variables_to_constants(
+            session, graph.as_graph_def(), [name.split(":")[0] for name in outputs])
+    input_ops = {name.split(":")[0] for name in inputs}
+    for node in graph_def.node:
+        if node.name in input_ops and node.op == "PlaceholderWithDefault":
+            node.op = "Placeholder"  # same dtype and shape attributes
+            del node.input[:]
+    graph_def = tf.graph_util.extract_sub_graph(graph_def, [name.split(":")[0] for name in outputs])
+    return graph_def, inputs, outputs
+
+
+def tf2onnx_in_this_process(export_dir, output):
+    import tf2onnx
+    graph_def, inputs, outputs = frozen_serving_default(export_dir)
+    tf2onnx.convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs, opset=OPSET,
+                                   output_path=output)
 
 
 def verification_inputs(predictor, texts, seed):
@@ -129,6 +161,10 @@ def read_texts(path, column):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--tf2onnx-in-this-process"]:  # run_tf2onnx's subprocess
+        tf2onnx_in_this_process(*argv[1:])
+        return 0
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", default="models/trained_model", help="an export, or a folder of them (newest)")
     parser.add_argument("--texts-file", default=None, help="CSV/TSV whose texts verify the conversion")

@@ -7,19 +7,21 @@ TensorFlow lacks (NFD normalization, regex splitting, greedy word pieces); its B
 used because its case folding is NFKC_Casefold, which is not bert's `str.lower` + accent stripping
 (it maps full-width letters and '…', which bert keeps).
 
-Each step mirrors one of bert's `BasicTokenizer` / `WordpieceTokenizer` (bert/tokenization.py):
+Each step mirrors one of bert's `BasicTokenizer` / `WordpieceTokenizer` (bert/tokenization.py), its
+character classes built from bert's own predicates (bert_char_classes):
     invalid UTF-8            dropped (bert decodes with errors="ignore"; here U+FFFD, then dropped)
-    _clean_text              control/format/unassigned characters and U+FFFD dropped; whitespace -> ' '
+    _clean_text              NUL, U+FFFD, Cc and Cf characters dropped; whitespace -> ' '
     _tokenize_chinese_chars  spaces around CJK ideographs
     do_lower_case            str.lower (ICU full case mapping, final sigma included; the characters
                              whose case TensorFlow's ICU maps otherwise than this Python are mapped
                              first, see lower_case_fixups), NFD, Mn dropped
     _run_split_on_punc       spaces around ASCII punctuation and Unicode P* characters
-    whitespace_tokenize      split on what str.split() splits on (Z* after cleaning)
+    whitespace_tokenize      split on what str.split() splits on
     WordpieceTokenizer       words over 200 characters -> [UNK]; greedy longest-match-first "##" pieces
 """
 import functools
 import sys
+import unicodedata
 
 import tensorflow_text
 
@@ -29,33 +31,60 @@ from ..shared.tf_compat import tf, tokenization
 MAX_CHARS_PER_WORD = tokenization.WordpieceTokenizer(vocab={}).max_input_chars_per_word  # 200
 UTF8_BYTES_PER_CHAR = 4
 
-# bert's _clean_text drops NUL, U+FFFD and _is_control: categories Cc and Cf except \t \n \r (those are
-# whitespace). Private-use and unassigned characters stay (and become [UNK] word pieces).
-_CONTROL = r"[\p{Cc}\p{Cf}\x{FFFD}]"
-_WHITESPACE = r"[\t\n\r\p{Zs}]"
-# bert's _is_chinese_char: the CJK Unified Ideographs blocks and their compatibility forms.
-_CJK = (r"([\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}"
-        r"\x{2B740}-\x{2B81F}\x{2B820}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}])")
-# bert's _is_punctuation: the four ASCII runs of non-letters/digits, and every P* character.
-_PUNCTUATION = r"([!-/:-@\[-`{-~]|\p{P})"
-# str.split() after cleaning: ' ' and the line/paragraph separators (Zl, Zp) that cleaning keeps.
-_SPLIT = r"\p{Z}+"
+
+def all_characters():
+    return (chr(code) for code in range(sys.maxunicode + 1) if not 0xD800 <= code < 0xE000)
+
+
+def char_class(predicate):
+    """An RE2 character class of every character for which `predicate` holds, spelled out as ranges.
+    The classes come from bert's own predicates on this Python's Unicode tables (those training used):
+    RE2's own \\p{..} tables are newer (TF 2.15 knows Unicode 15, Python 3.11 14) and would disagree
+    on the characters assigned in between."""
+    ranges, start, previous = [], None, None
+    for char in all_characters():
+        code = ord(char)
+        if predicate(char):
+            if start is None or code != previous + 1:
+                if start is not None:
+                    ranges.append((start, previous))
+                start = code
+            previous = code
+    if start is not None:
+        ranges.append((start, previous))
+    return "[%s]" % "".join("\\x{%X}" % a if a == b else "\\x{%X}-\\x{%X}" % (a, b) for a, b in ranges)
+
+
+@functools.lru_cache(maxsize=1)
+def bert_char_classes():
+    """The RE2 classes of bert's BasicTokenizer steps (see the module docstring)."""
+    basic = tokenization.BasicTokenizer(do_lower_case=True)
+    return {
+        # _clean_text: dropped (NUL, U+FFFD, _is_control: Cc and Cf but tab, newline, CR) and made ' ' (_is_whitespace)
+        "dropped": char_class(lambda c: c in "\x00\ufffd" or tokenization._is_control(c)),
+        "whitespace": char_class(tokenization._is_whitespace),
+        "cjk": char_class(lambda c: basic._is_chinese_char(ord(c))),
+        "accent": char_class(lambda c: unicodedata.category(c) == "Mn"),  # _run_strip_accents
+        "punctuation": char_class(tokenization._is_punctuation),
+        "split": char_class(str.isspace),  # whitespace_tokenize is str.split()
+    }
 
 
 def basic_tokens(texts, do_lower_case):
     """[batch] strings -> [batch, (words)] ragged strings, as bert's BasicTokenizer splits them."""
+    classes = bert_char_classes()
     texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
-    texts = tf.strings.regex_replace(texts, _WHITESPACE, " ")
-    texts = tf.strings.regex_replace(texts, _CONTROL, "")
-    texts = tf.strings.regex_replace(texts, _CJK, r" \1 ")
+    texts = tf.strings.regex_replace(texts, classes["dropped"], "")
+    texts = tf.strings.regex_replace(texts, classes["whitespace"], " ")
+    texts = tf.strings.regex_replace(texts, "(%s)" % classes["cjk"], r" \1 ")
     if do_lower_case:
         for upper, lower in lower_case_fixups():
             texts = tf.strings.regex_replace(texts, r"\x{%X}" % ord(upper), lower)
         texts = tf.strings.lower(texts, encoding="utf-8")
         texts = tensorflow_text.normalize_utf8(texts, "NFD")
-        texts = tf.strings.regex_replace(texts, r"\p{Mn}", "")
-    texts = tf.strings.regex_replace(texts, _PUNCTUATION, r" \1 ")
-    return tensorflow_text.regex_split(texts, _SPLIT)
+        texts = tf.strings.regex_replace(texts, classes["accent"], "")
+    texts = tf.strings.regex_replace(texts, "(%s)" % classes["punctuation"], r" \1 ")
+    return tensorflow_text.regex_split(texts, classes["split"] + "+")
 
 
 @functools.lru_cache(maxsize=1)
