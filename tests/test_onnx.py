@@ -128,3 +128,57 @@ def test_make_onnx_converts_an_older_export(export_copy, tmp_path):
     record = onnx_record(export_copy)
     assert record["verified"] and record["verified_on"].startswith("8 texts + 492 random")
     assert Predictor(export_copy).backend_name == "onnx"
+
+
+def labelled_csv(path, n=120, seed=7):
+    from helpers import make_rows, write_csv
+    return write_csv(str(path), make_rows(n, seed=seed))
+
+
+def test_int8_copy_is_judged_on_labelled_texts_and_served_only_when_asked(export_copy, tmp_path):
+    result = run_cli("bert_in_a_flask.training.onnx_export",
+                     ["--model-dir", export_copy, "--quantize", "int8", "--texts-file", labelled_csv(tmp_path / "val.csv")])
+    assert result.returncode == 0, result.stderr[-2000:]
+    int8 = onnx_record(export_copy)["int8"]
+    assert int8["accepted"] is True and int8["n_texts"] == 120 and int8["max_drop_points"] == 0.5
+    assert int8["accuracy_drop_points"] == pytest.approx(100 * (int8["fp32_accuracy"] - int8["int8_accuracy"]))
+    assert "model.int8.onnx accepted: accuracy" in result.stderr
+    assert Predictor(export_copy).backend_name == "onnx"  # opt-in only
+    quantized, fp32 = Predictor(export_copy, quantize="int8"), Predictor(export_copy)
+    assert quantized.backend_name == "onnx-int8" and quantized.name.endswith(" (onnx-int8)")
+    texts = [text for text, _ in __import__("helpers").make_rows(60, seed=11)]
+    agree = np.mean(np.array(quantized.predict(texts)["predictions"]) == np.array(fp32.predict(texts)["predictions"]))
+    assert agree >= 0.95
+
+
+def test_quantize_int8_refuses_with_one_line(export_copy, tmp_path):
+    from bert_in_a_flask.training import onnx_export
+    with pytest.raises(UserError, match="QUANTIZE=int8, but the export has no int8 copy"):
+        Predictor(export_copy, quantize="int8")
+    record = dict(onnx_record(export_copy), int8={"accepted": False, "accuracy_drop_points": 1.25, "max_drop_points": 0.5})
+    onnx_export.write_record(export_copy, record)
+    with pytest.raises(UserError, match="QUANTIZE=int8, but its int8 copy lost 1.25 validation accuracy points"):
+        Predictor(export_copy, quantize="int8")
+    with pytest.raises(UserError, match="QUANTIZE=int8, but BACKEND=tf serves the SavedModel"):
+        Predictor(export_copy, quantize="int8", backend="tf")
+    with pytest.raises(UserError, match="QUANTIZE must be one of none, int8, not 'int4'"):
+        Predictor(export_copy, quantize="int4")
+
+
+def test_an_int8_copy_that_loses_accuracy_is_not_kept(export_copy, tmp_path, monkeypatch):
+    from bert_in_a_flask.training import onnx_export
+    monkeypatch.setattr(onnx_export, "MAX_INT8_ACCURACY_DROP", -1.0)  # int8 would have to beat fp32 by a point
+    texts, labels = onnx_export.read_texts(labelled_csv(tmp_path / "val.csv"), "post", "tags")
+    record = onnx_export.convert(export_copy, texts, labels=labels, quantize="int8")
+    assert record["int8"]["accepted"] is False and not os.path.exists(os.path.join(export_copy, "model.int8.onnx"))
+    assert not [name for name in os.listdir(export_copy) if ".tmp" in name]
+    with pytest.raises(UserError, match="QUANTIZE=int8, but its int8 copy lost"):
+        Predictor(export_copy, quantize="int8")
+
+
+def test_quantize_flags_are_checked_first(tmp_path):
+    result = run_cli("bert_in_a_flask.training.onnx_export", ["--model-dir", str(tmp_path), "--quantize", "int8"])
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: --quantize int8 needs --texts-file")
+    result = run_cli("train.py", ["--quantize", "int8", "--skip-onnx", "--output-dir", str(tmp_path / "out")])
+    assert result.returncode == 2 and "--skip-onnx" in result.stderr.strip().splitlines()[-1]
+    assert not os.path.exists(str(tmp_path / "out"))

@@ -73,7 +73,8 @@ def build_predictor(settings):
         settings["MODEL_DIR"], max_batch_size=settings["MAX_BATCH_SIZE"],
         intra_op_threads=settings["INTRA_OP_THREADS"], inter_op_threads=settings["INTER_OP_THREADS"],
         micro_batch_wait_ms=settings["MICRO_BATCH_WAIT_MS"] if settings["MICRO_BATCHING"] else None,
-        predict_timeout_s=settings["PREDICT_TIMEOUT_S"], backend=settings["BACKEND"])
+        predict_timeout_s=settings["PREDICT_TIMEOUT_S"], backend=settings["BACKEND"],
+        quantize=settings["QUANTIZE"])
 
 
 def warmed(predictor):

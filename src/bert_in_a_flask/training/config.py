@@ -46,6 +46,7 @@ class TrainingConfig(object):
     inter_op_threads: int
     skip_report: bool
     skip_onnx: bool
+    quantize: str  # none | int8 (onnx_export.QUANTIZATIONS)
 
     @classmethod
     def from_args(cls, args):

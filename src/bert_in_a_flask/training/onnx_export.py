@@ -9,6 +9,11 @@ onnxruntime, and only then renamed to <export>/model.onnx; its sha256 and the ag
 |Δprobability|, label agreement) go into model_config.json's `onnx` record. A file that disagrees
 beyond MAX_ABS_DIFF is deleted and recorded as rejected, so it is never served. A failed
 conversion logs one line; the SavedModel export is never touched.
+
+With `--quantize int8` (trainer: `--quantize int8`), the verified file is also quantized dynamically
+(onnxruntime: int8 weights, activations quantized per batch) to <export>/model.int8.onnx, which is
+kept only when its accuracy on the labelled validation texts is within MAX_INT8_ACCURACY_DROP points
+of the fp32 file's; the record (`onnx.int8`) says which. Serving uses it only with QUANTIZE=int8.
 """
 import csv
 import dataclasses
@@ -22,19 +27,22 @@ import numpy as np
 
 from ..shared.cli import ArgumentParser, positive_int
 from ..shared.errors import UserError, run_cli
-from ..shared.export_contract import (ASSETS_EXTRA, MODEL_CONFIG_FILE, ONNX_FILE, SIGNATURE_INPUTS, SIGNATURE_OUTPUT,
-                                      read_assets, resolve_export)
+from ..shared.export_contract import (ASSETS_EXTRA, MODEL_CONFIG_FILE, ONNX_FILE, ONNX_INT8_FILE, SIGNATURE_INPUTS,
+                                      SIGNATURE_OUTPUT, read_assets, resolve_export)
 from ..shared.files import file_sha256
 
 log = logging.getLogger(__name__)
 
 MAX_ABS_DIFF = 1e-4   # the most a probability may differ between the SavedModel and the ONNX file
 MIN_TEXTS = 500       # inputs the verification runs through both
+MAX_INT8_ACCURACY_DROP = 0.5  # points of validation accuracy int8 may lose against fp32
+QUANTIZATIONS = ("none", "int8")
 OPSET = 13            # understood by onnxruntime 1.10 (the newest for TF 1.15's numpy) and later
 
 
-def convert(export_dir, texts=(), seed=0):
-    """Convert and verify one export; returns its new `onnx` record (None when conversion failed)."""
+def convert(export_dir, texts=(), seed=0, labels=None, quantize="none"):
+    """Convert and verify one export; returns its new `onnx` record (None when conversion failed).
+    `quantize="int8"` also writes the int8 copy, judged on `texts` against their `labels`."""
     from ..serving.backends import OnnxBackend
     from ..serving.predictor import Predictor
 
@@ -65,6 +73,8 @@ def convert(export_dir, texts=(), seed=0):
         record["verified"] = record["max_abs_diff"] <= MAX_ABS_DIFF
         if record["verified"]:
             os.replace(tmp, os.path.join(export_dir, ONNX_FILE))
+            if quantize == "int8":
+                record["int8"] = quantize_int8(export_dir, reference, texts, labels)
         else:
             log.warning("onnx: %s disagrees with the SavedModel (max |dp| %.2g > %g); not kept",
                         export_dir, record["max_abs_diff"], MAX_ABS_DIFF)
@@ -72,6 +82,42 @@ def convert(export_dir, texts=(), seed=0):
         log.info("onnx: %s/%s %s: max |dp| %.2g, labels agree on %.2f%% of %d inputs (%s)", export_dir, ONNX_FILE,
                  "verified" if record["verified"] else "rejected", record["max_abs_diff"],
                  100 * record["label_agreement"], record["n_texts"], verified_on)
+        return record
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def quantize_int8(export_dir, predictor, texts, labels):
+    """model.int8.onnx from the verified model.onnx, kept when its accuracy on the labelled texts is
+    within MAX_INT8_ACCURACY_DROP points of fp32's. Returns the `int8` record."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from ..serving.backends import OnnxBackend
+
+    if not texts or labels is None or len(labels) != len(texts):
+        raise UserError("--quantize int8 needs labelled texts to judge accuracy by (the validation split)")
+    fp32, final = os.path.join(export_dir, ONNX_FILE), os.path.join(export_dir, ONNX_INT8_FILE)
+    tmp = "%s.tmp-%d" % (final, os.getpid())
+    try:
+        quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8)
+        id_lists = predictor.preprocess(list(texts))
+        accuracy = {}
+        for name, path in (("fp32", fp32), ("int8", tmp)):
+            predictor.backend = OnnxBackend(path)
+            predicted = predictor.forward_sorted(id_lists).argmax(axis=1)
+            accuracy[name] = float(np.mean([predictor.labels[i] == label for i, label in zip(predicted, labels)]))
+            predictor.close()
+        drop = 100 * (accuracy["fp32"] - accuracy["int8"])
+        record = {"file": ONNX_INT8_FILE, "sha256": file_sha256(tmp), "n_texts": len(texts),
+                  "fp32_accuracy": accuracy["fp32"], "int8_accuracy": accuracy["int8"],
+                  "accuracy_drop_points": drop, "max_drop_points": MAX_INT8_ACCURACY_DROP,
+                  "accepted": drop <= MAX_INT8_ACCURACY_DROP}
+        if record["accepted"]:
+            os.replace(tmp, final)
+        log.info("onnx: %s/%s %s: accuracy %.2f%% (fp32 %.2f%%) on %d labelled texts", export_dir, ONNX_INT8_FILE,
+                 "accepted" if record["accepted"] else "rejected (drop > %g points)" % MAX_INT8_ACCURACY_DROP,
+                 100 * accuracy["int8"], 100 * accuracy["fp32"], len(texts))
         return record
     finally:
         if os.path.exists(tmp):
@@ -150,14 +196,19 @@ def write_record(export_dir, record):
     dataclasses.replace(config, onnx=record).write(os.path.join(export_dir, ASSETS_EXTRA, MODEL_CONFIG_FILE))
 
 
-def read_texts(path, column):
+def read_texts(path, column, label_column=None):
+    """The texts of `column` (and the labels of `label_column`, when given: (texts, labels))."""
     if not os.path.isfile(path):
         raise UserError("texts file not found: %s" % path)
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle, delimiter="\t" if path.endswith((".tsv", ".tab")) else ",")
-        if column not in (reader.fieldnames or []):
-            raise UserError("%s has no column %r (columns: %s)" % (path, column, ", ".join(reader.fieldnames or [])))
-        return [row[column] or "" for row in reader]
+        for wanted in (column, label_column):
+            if wanted is not None and wanted not in (reader.fieldnames or []):
+                raise UserError("%s has no column %r (columns: %s)"
+                                % (path, wanted, ", ".join(reader.fieldnames or [])))
+        rows = list(reader)
+    texts = [row[column] or "" for row in rows]
+    return texts if label_column is None else (texts, [(row[label_column] or "").strip() for row in rows])
 
 
 def main(argv=None):
@@ -170,14 +221,28 @@ def main(argv=None):
     parser.add_argument("--texts-file", default=None, help="CSV/TSV whose texts verify the conversion")
     parser.add_argument("--text-column", default="post", help="column of --texts-file with the texts")
     parser.add_argument("--max-texts", type=positive_int, default=2000, help="texts of --texts-file used at most")
+    parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
+                        help="also write model.int8.onnx, kept if its accuracy on --texts-file (labelled by "
+                             "--label-column) is within %g points of fp32's" % MAX_INT8_ACCURACY_DROP)
+    parser.add_argument("--label-column", default="tags", help="column of --texts-file with the labels (--quantize)")
     args = parser.parse_args(argv)
+    if args.quantize == "int8" and not args.texts_file:
+        parser.error("--quantize int8 needs --texts-file with labelled texts (e.g. the validation split)")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     def convert_one():
-        texts = read_texts(args.texts_file, args.text_column)[:args.max_texts] if args.texts_file else []
-        record = convert(args.model_dir, texts)
+        texts, labels = [], None
+        if args.texts_file and args.quantize == "int8":
+            texts, labels = read_texts(args.texts_file, args.text_column, args.label_column)
+            texts, labels = texts[:args.max_texts], labels[:args.max_texts]
+        elif args.texts_file:
+            texts = read_texts(args.texts_file, args.text_column)[:args.max_texts]
+        record = convert(args.model_dir, texts, labels=labels, quantize=args.quantize)
         if record is None or not record["verified"]:
             raise UserError("no verified ONNX file for %s (see the lines above)" % resolve_export(args.model_dir))
+        if args.quantize == "int8" and not record["int8"]["accepted"]:
+            raise UserError("the int8 copy lost %.2f accuracy points (> %g); not kept, QUANTIZE=int8 will refuse it"
+                            % (record["int8"]["accuracy_drop_points"], MAX_INT8_ACCURACY_DROP))
 
     return run_cli(convert_one)
 
