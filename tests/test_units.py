@@ -52,6 +52,26 @@ def test_encoder_refuses_a_bad_truncation_or_length(encoder_for):
 
 # --- serving settings ----------------------------------------------------------------------
 
+@pytest.mark.parametrize("do_lower_case", [True, False])
+def test_encoder_gives_berts_ids_on_ascii_and_hostile_texts(tmp_path, do_lower_case):
+    """The encoder's fast path (ASCII regexes, remembered words) against bert's FullTokenizer itself."""
+    import random
+    from bert_in_a_flask.shared.text import TextEncoder, build_tokenizer
+    from hostile_texts import hostile_texts
+    pieces = [chr(c) for c in range(33, 127)] + ["##" + chr(c) for c in range(33, 127)]
+    words = ["java", "Java", "script", "##script", "##s", "null", "point", "##er", "exception", "how", "do", "I"]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + pieces + words) + "\n")
+    bert = build_tokenizer(str(vocab), do_lower_case)
+    encoder = TextEncoder(build_tokenizer(str(vocab), do_lower_case), 4096)
+    rng = random.Random(3)
+    ascii_texts = ["".join(rng.choice(words + [chr(rng.randint(0, 127)) for _ in range(3)] + [" "])
+                           for _ in range(rng.randint(0, 30))) for _ in range(3000)]
+    for text in ascii_texts + hostile_texts(300):
+        expected = bert.convert_tokens_to_ids(bert.tokenize(text))[:4094]
+        assert encoder.encode(text) == [2] + expected + [3], repr(text[:80])
+
+
 def test_settings_come_from_defaults_then_environment_then_overrides():
     from bert_in_a_flask.serving import settings
     plain = settings.from_env({})

@@ -7,7 +7,7 @@ DEFAULTS = {
     "MODEL_DIR": "models/trained_model",  # an export, or a folder of them (newest is served)
     "BACKEND": "auto",                    # auto | tf | onnx (auto: the verified ONNX file when onnxruntime is here)
     "QUANTIZE": "none",                   # none | int8 (the export's accepted model.int8.onnx, or a refusal)
-    "MAX_BATCH_SIZE": 8,                  # texts per forward pass (sorted by length: small batches pad little)
+    "MAX_BATCH_SIZE": 32,                 # texts per forward pass (sorted by length; `make bench` sweeps it)
     "MAX_TEXTS": 256,                     # texts per request, more -> 413
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,  # bytes per request body, more -> 413
     "MICRO_BATCHING": True,               # coalesce concurrent requests into shared forward passes
