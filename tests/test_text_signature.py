@@ -72,6 +72,14 @@ def test_word_pieces_equal_berts_on_so_titles_and_hostile_texts(vocabs, so_test_
 
 
 @pytest.mark.parametrize("vocab,do_lower_case", [("uncased", True), ("cased", False)])
+def test_the_encoders_fast_path_gives_berts_own_ids(vocabs, so_test_titles, vocab, do_lower_case):
+    bert = build_tokenizer(vocabs[vocab], do_lower_case)
+    encoder = TextEncoder(build_tokenizer(vocabs[vocab], do_lower_case), 100000)
+    for text in so_test_titles + hostile_texts():
+        assert encoder.piece_ids(text) == bert.convert_tokens_to_ids(bert.tokenize(text)), repr(text[:80])
+
+
+@pytest.mark.parametrize("vocab,do_lower_case", [("uncased", True), ("cased", False)])
 def test_every_character_alone_and_inside_a_word(vocabs, vocab, do_lower_case):
     """Character tables (control, whitespace, punctuation, CJK, case, accents) compared one by one."""
     chars = [chr(code) for code in range(0x30000) if not 0xD800 <= code < 0xE000]
