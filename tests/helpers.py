@@ -99,3 +99,25 @@ def call_log(app):
     path = app.config["LOG_FILE"]
     with open(path) as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+class FakePredictor(object):
+    """What the app needs from a Predictor, without TensorFlow: answers "java" for texts with
+    "jvm", else "python"."""
+
+    labels = ["java", "python"]
+    export_dir = "/exports/1700000000"
+    name = "fake/1700000000"
+    backend_name = "fake"
+    @property
+    def config(self):
+        from bert_in_a_flask.shared.export_contract import ExportConfig
+        return ExportConfig(max_seq_length=16, do_lower_case=True, base_model="fake", created="2026-11-25T00:00:00Z")
+
+    def predict(self, texts):
+        import numpy as np
+        probabilities = np.array([[0.9, 0.1] if "jvm" in t else [0.2, 0.8] for t in texts])
+        best = probabilities.argmax(axis=1)
+        return {"predictions": [self.labels[i] for i in best],
+                "prediction_probs": [float(p[i]) for p, i in zip(probabilities, best)],
+                "probabilities": [dict(zip(self.labels, map(float, p))) for p in probabilities]}

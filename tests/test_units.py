@@ -10,7 +10,7 @@ import pytest
 
 from bert_in_a_flask.shared.errors import UserError
 from bert_in_a_flask.shared.export_contract import FORMAT_VERSION, ExportConfig, read_assets
-from helpers import ROOT, make_rows, tiny_vocab, write_csv
+from helpers import ROOT, FakePredictor, make_rows, tiny_vocab, write_csv
 
 
 @pytest.fixture
@@ -181,24 +181,6 @@ def test_an_export_config_without_a_required_field_is_named(tmp_path):
 
 
 # --- the API's routes, on a fake predictor -------------------------------------------------
-
-class FakePredictor(object):
-    """What the app needs from a Predictor, without TensorFlow: answers "java" for texts with
-    "jvm", else "python"."""
-
-    labels = ["java", "python"]
-    export_dir = "/exports/1700000000"
-    name = "fake/1700000000"
-    backend_name = "fake"
-    config = ExportConfig(max_seq_length=16, do_lower_case=True, base_model="fake", created="2026-11-25T00:00:00Z")
-
-    def predict(self, texts):
-        probabilities = np.array([[0.9, 0.1] if "jvm" in t else [0.2, 0.8] for t in texts])
-        best = probabilities.argmax(axis=1)
-        return {"predictions": [self.labels[i] for i in best],
-                "prediction_probs": [float(p[i]) for p, i in zip(probabilities, best)],
-                "probabilities": [dict(zip(self.labels, map(float, p))) for p in probabilities]}
-
 
 @pytest.fixture
 def fake_client(tmp_path):

@@ -16,9 +16,12 @@ ROUTES = {"/predict": ["POST"], "/health_check": ["GET"], "/ready": ["GET"], "/m
 @api.route("/predict", methods=["POST"])
 def predict():
     config = current_app.config
-    texts = parse_texts(read_json_body(config["MAX_CONTENT_LENGTH"]), config["MAX_TEXTS"])
+    body = read_json_body(config["MAX_CONTENT_LENGTH"])
+    texts = parse_texts(body, config["MAX_TEXTS"])
+    top_k, all_scores = parse_options(body)
     g.n_texts, g.characters = len(texts), sum(len(t) for t in texts)
     answer = current_app.extensions["model"].wait(config["PREDICT_TIMEOUT_S"]).predict(texts)
+    shape_answer(answer, top_k, all_scores)
     current_app.extensions["metrics"].observe_batch(len(texts))
     g.predictions = answer["predictions"]
     if config["LOG_TEXTS"]:
@@ -97,8 +100,38 @@ def read_json_body(max_bytes):
         raise UserError("the body is not valid JSON (or nested too deeply)")
 
 
+PREDICT_KEYS = ("X", "top_k", "return_all_scores")
+
+
+def parse_options(body):
+    """(top_k or None, return_all_scores) of a /predict body whose keys parse_texts checked."""
+    top_k = body.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise UserError('"top_k" must be a positive integer, not %s' % json.dumps(top_k))
+    all_scores = body.get("return_all_scores", True)
+    if not isinstance(all_scores, bool):
+        raise UserError('"return_all_scores" must be true or false, not %s' % json.dumps(all_scores))
+    return top_k, all_scores
+
+
+def shape_answer(answer, top_k, all_scores):
+    """Add the `top_k` best labels per text ({"label", "score"}, best first); drop `probabilities`
+    when return_all_scores is false."""
+    if top_k is not None:
+        answer["top_k"] = [[{"label": label, "score": score} for label, score in
+                            sorted(scores.items(), key=lambda item: -item[1])[:top_k]]
+                           for scores in answer["probabilities"]]
+    if not all_scores:
+        del answer["probabilities"]
+
+
 def parse_texts(body, max_texts):
     """The `X` list of a /predict body, or a UserError saying what is wrong with it."""
+    if isinstance(body, dict):
+        unknown = [key for key in body if key not in PREDICT_KEYS]
+        if unknown:
+            raise UserError("unknown key %s in the body; /predict takes %s"
+                            % (json.dumps(unknown[0]), ", ".join(PREDICT_KEYS)))
     if not isinstance(body, dict) or "X" not in body:
         raise UserError('the body must be a JSON object with a list of texts under "X"')
     texts = body["X"]

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..shared.errors import ServiceUnavailable, UserError
 from . import settings as settings_module
+from .access import ApiKeys, Cors
 from .api import api, model_name
 from .call_log import CallLog
 from .metrics import Metrics
@@ -56,6 +57,8 @@ def create_app(settings=None, predictor=None, load_in_background=False, on_load_
     slot.init_app(app)
     app.extensions["metrics"] = Metrics()
     CallLog().init_app(app)
+    Cors().init_app(app)  # before the keys: a browser's preflight carries none
+    ApiKeys().init_app(app)
     register_error_handlers(app)
     app.register_blueprint(api)
     if predictor is not None:
@@ -115,7 +118,9 @@ def register_error_handlers(app):
 
     @app.errorhandler(UserError)
     def user_error(exc):
-        return error_response(exc.http_status, exc.message)
+        response, status = error_response(exc.http_status, exc.message)
+        response.headers.extend(getattr(exc, "headers", {}))  # e.g. WWW-Authenticate on a 401
+        return response, status
 
     @app.errorhandler(ServiceUnavailable)
     def unavailable(exc):

@@ -8,25 +8,32 @@ def _json(schema, description):
 
 
 def _errors(*codes):
-    words = {400: "Malformed request", 404: "Unknown path", 405: "Method not allowed",
+    words = {400: "Malformed request", 401: "Missing or invalid API key (when API_KEYS is set)", 404: "Unknown path", 405: "Method not allowed",
              413: "Too many texts or body too large", 415: "Body is not JSON", 500: "Server fault"}
     return {str(code): _json(_ERROR, words[code]) for code in codes}
 
 
 def spec(max_texts):
     predict_request = {
-        "type": "object", "required": ["X"], "additionalProperties": True,
+        "type": "object", "required": ["X"], "additionalProperties": False,  # an unknown key is a 400
         # The text-count limit is a size limit (413), not a schema rule, so it is described, not maxItems.
         "properties": {"X": {"type": "array", "minItems": 1, "items": {"type": "string"},
-                             "description": "texts to classify, at most %d (more: 413)" % max_texts}},
+                             "description": "texts to classify, at most %d (more: 413)" % max_texts},
+                       "top_k": {"type": "integer", "minimum": 1,
+                                 "description": "also answer the k best labels per text, best first"},
+                       "return_all_scores": {"type": "boolean", "default": True,
+                                             "description": "false: leave out `probabilities`"}},
     }
     predict_response = {
-        "type": "object", "required": ["predictions", "prediction_probs", "probabilities", "model"],
+        "type": "object", "required": ["predictions", "prediction_probs", "model"],
         "properties": {
             "predictions": {"type": "array", "items": {"type": "string"}},
             "prediction_probs": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}},
             "probabilities": {"type": "array", "items": {"type": "object",
                                                          "additionalProperties": {"type": "number"}}},
+            "top_k": {"type": "array", "items": {"type": "array", "items": {
+                "type": "object", "required": ["label", "score"],
+                "properties": {"label": {"type": "string"}, "score": {"type": "number"}}}}},
             "model": {"type": "string"},
         },
     }
@@ -40,7 +47,7 @@ def spec(max_texts):
                 "summary": "Classify texts",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": predict_request}}},
                 "responses": dict({"200": _json(predict_response, "One answer per text, in order")},
-                                  **_errors(400, 405, 413, 415, 500))}},
+                                  **_errors(400, 401, 405, 413, 415, 500))}},
             "/health_check": {"get": {"summary": "Liveness", "responses": dict(
                 {"200": _json({"type": "object", "required": ["text"],
                                "properties": {"text": {"type": "string"}}}, "Alive")}, **_errors(405))}},
@@ -48,14 +55,17 @@ def spec(max_texts):
                                "responses": dict({"200": _json(plain, "Ready"), "503": _json(plain, "Not ready")},
                                                  **_errors(405))}},
             "/metadata": {"get": {"summary": "Labels, model provenance and metrics, versions",
-                                  "responses": dict({"200": _json(plain, "Metadata")}, **_errors(405))}},
+                                  "responses": dict({"200": _json(plain, "Metadata")}, **_errors(401, 405))}},
             "/metrics": {"get": {"summary": "Prometheus metrics of this worker", "responses": dict(
                 {"200": {"description": "Prometheus text format",
-                         "content": {"text/plain": {"schema": {"type": "string"}}}}}, **_errors(405))}},
+                         "content": {"text/plain": {"schema": {"type": "string"}}}}}, **_errors(401, 405))}},
             "/openapi.json": {"get": {"summary": "This document",
                                       "responses": dict({"200": _json(plain, "OpenAPI 3")}, **_errors(405))}},
         },
-        "components": {"schemas": {"Error": {
-            "type": "object", "required": ["error", "request_id"],
-            "properties": {"error": {"type": "string"}, "request_id": {"type": "string"}}}}},
+        "components": {
+            "schemas": {"Error": {
+                "type": "object", "required": ["error", "request_id"],
+                "properties": {"error": {"type": "string"}, "request_id": {"type": "string"}}}},
+            # Only enforced when the server has API_KEYS; /health_check, /ready and this document stay open.
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}}},
     }

@@ -17,6 +17,9 @@ DEFAULTS = {
     "LOG_TEXTS": False,                   # put raw texts in the call log
     "INTRA_OP_THREADS": 0,                # TF thread pools per worker (0: TF decides)
     "INTER_OP_THREADS": 0,
+    "API_KEYS": "",                       # comma-separated keys: then every call but health needs one (access.py)
+    "API_KEYS_FILE": "",                  # or a file of keys, one per line
+    "CORS_ORIGINS": "",                   # comma-separated origins (or *) browsers may call from
     "BUILD_DATE": "",                     # set by `make build_api`
     "GIT_SHA": "",
 }
