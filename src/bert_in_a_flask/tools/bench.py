@@ -167,6 +167,41 @@ def serving_backends(export_dir, titles, labels, logs, batch_sizes=(8, 16, 32, 6
     return rows, through_http, ceiling
 
 
+def predict_call_stages(export_dir, titles, per_request=128, calls=20):
+    """Where one /predict call of `per_request` titles spends its time, stage by stage (ms, medians
+    over `calls` calls, the default backend and batch size): the body's JSON parse, tokenization,
+    the forward pass, postprocessing, the answer's JSON encoding and the call-log line."""
+    import json
+    from ..serving.predictor import Predictor
+    predictor = Predictor(export_dir)
+    stages = {name: [] for name in ("parse", "tokenize", "forward", "postprocess", "encode", "log")}
+    for i in range(calls + 1):
+        chunk = titles[(i * per_request) % len(titles):][:per_request]
+        body = json.dumps({"X": chunk}).encode("utf-8")
+        clock = time.perf_counter()
+        texts = json.loads(body.decode("utf-8"))["X"]
+        marks = [clock, time.perf_counter()]
+        ids = predictor.preprocess(texts)
+        marks.append(time.perf_counter())
+        probabilities = predictor.forward(ids)
+        marks.append(time.perf_counter())
+        answer = predictor.postprocess(probabilities)
+        marks.append(time.perf_counter())
+        json.dumps(answer)
+        marks.append(time.perf_counter())
+        json.dumps({"predictions": answer["predictions"], "n_texts": len(texts)}, ensure_ascii=False)
+        marks.append(time.perf_counter())
+        if i:  # the first call warms up
+            for name, start, end in zip(stages, marks, marks[1:]):
+                stages[name].append((end - start) * 1000.0)
+    predictor.close()
+    medians = {name: float(np.median(times)) for name, times in stages.items()}
+    total = sum(medians.values())
+    return [("one /predict of %d titles, in-process stages (%s): ms" % (per_request, predictor.backend_name),
+             " / ".join("%s %.1f" % kv for kv in medians.items()),
+             "forward %.0f%% of %.0f ms" % (100 * medians["forward"] / total, total))]
+
+
 # The peer: the same model in Hugging Face transformers on PyTorch (CPU), in a virtualenv of its own.
 HF_VENV = os.path.join(ROOT, ".venv-hf-peer")
 HF_PACKAGES = ("torch==2.13.0", "transformers==5.24.0", "accelerate==1.15.0")
@@ -303,7 +338,7 @@ def main(argv=None):
     logs = os.path.join(work, "logs")
     os.makedirs(logs, exist_ok=True)
     serving_rows, through_http, ceiling = serving_backends(export_dir, titles, labels, logs)
-    rows += serving_rows
+    rows += serving_rows + predict_call_stages(export_dir, titles)
     peer = hf_peer(work, data_dir, args.train_steps)
     rows += micro_batching_with_wrk(export_dir, titles[0], logs, work)
 
