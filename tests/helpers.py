@@ -114,9 +114,12 @@ class FakePredictor(object):
         from bert_in_a_flask.shared.export_contract import ExportConfig
         return ExportConfig(max_seq_length=16, do_lower_case=True, base_model="fake", created="2026-11-25T00:00:00Z")
 
-    def predict(self, texts):
+    def predict_proba(self, texts):
         import numpy as np
-        probabilities = np.array([[0.9, 0.1] if "jvm" in t else [0.2, 0.8] for t in texts])
+        return np.array([[0.9, 0.1] if "jvm" in t else [0.2, 0.8] for t in texts])
+
+    def predict(self, texts):
+        probabilities = self.predict_proba(texts)
         best = probabilities.argmax(axis=1)
         return {"predictions": [self.labels[i] for i in best],
                 "prediction_probs": [float(p[i]) for p, i in zip(probabilities, best)],

@@ -16,7 +16,7 @@ from flask import current_app, request
 
 from ..shared.errors import UserError
 
-OPEN_PATHS = ("/health_check", "/ready", "/openapi.json")  # probes and the API's description
+OPEN_PATHS = ("/health_check", "/ready", "/openapi.json", "/v2/health/live", "/v2/health/ready")  # probes, the API's description
 CORS_ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-ID"
 CORS_MAX_AGE_S = 600
 

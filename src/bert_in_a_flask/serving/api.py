@@ -1,6 +1,7 @@
 """The API's routes, as a Blueprint: /predict and the service endpoints. Request parsing lives here;
 the model comes from the app's `ModelSlot` (app.py), so these functions never load anything."""
 import json
+import os
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
@@ -51,7 +52,9 @@ def metadata():
     predictor = current_app.extensions["model"].wait(settings["PREDICT_TIMEOUT_S"])
     config = predictor.config
     return jsonify({
-        "model": model_name(), "export_dir": predictor.export_dir, "labels": predictor.labels,
+        "model": model_name(), "export_dir": predictor.export_dir, "version": os.path.basename(predictor.export_dir),
+        "labels": predictor.labels,
+        "hot_reload": {"poll_s": settings["MODEL_POLL_S"], "pinned_version": settings["MODEL_VERSION"] or None},
         "max_seq_length": config.max_seq_length, "do_lower_case": config.do_lower_case,
         "truncate": config.truncate, "base_model": config.base_model, "created": config.created,
         "val_metrics": config.val_metrics, "format_version": config.format_version,

@@ -22,6 +22,8 @@ from .access import ApiKeys, Cors
 from .api import api, model_name
 from .call_log import CallLog
 from .metrics import Metrics
+from .protocols import protocols
+from .reload import Reloader, export_to_serve
 
 WARMUP_TEXT = "Why does my code keep throwing me null pointer exception?"
 
@@ -61,19 +63,31 @@ def create_app(settings=None, predictor=None, load_in_background=False, on_load_
     ApiKeys().init_app(app)
     register_error_handlers(app)
     app.register_blueprint(api)
+    app.register_blueprint(protocols)
     if predictor is not None:
         slot.publish(warmed(predictor))
     elif load_in_background:
         threading.Thread(target=load_model, args=(app, on_load_failure), name="model-loader", daemon=True).start()
     else:
         slot.publish(warmed(build_predictor(settings)))
+        start_reloader(app)
     return app
 
 
-def build_predictor(settings):
+def start_reloader(app):
+    """Poll MODEL_DIR for newer exports (reload.py) when it is a folder of them and MODEL_POLL_S > 0."""
+    settings = app.config
+    if Reloader.wanted(settings):
+        app.extensions["reloader"] = Reloader(
+            app.extensions["model"], settings, lambda export_dir: build_predictor(settings, export_dir),
+            WARMUP_TEXT).start()
+
+
+def build_predictor(settings, export_dir=None):
+    """The Predictor of `export_dir`, or of the export the settings name (reload.export_to_serve)."""
     from .predictor import Predictor
     return Predictor(
-        settings["MODEL_DIR"], max_batch_size=settings["MAX_BATCH_SIZE"],
+        export_dir or export_to_serve(settings), max_batch_size=settings["MAX_BATCH_SIZE"],
         intra_op_threads=settings["INTRA_OP_THREADS"], inter_op_threads=settings["INTER_OP_THREADS"],
         micro_batch_wait_ms=settings["MICRO_BATCH_WAIT_MS"] if settings["MICRO_BATCHING"] else None,
         predict_timeout_s=settings["PREDICT_TIMEOUT_S"], backend=settings["BACKEND"],
@@ -90,6 +104,7 @@ def load_model(app, on_failure):
         app.extensions["model"].publish(warmed(build_predictor(app.config)))
         with app.app_context():
             app.logger.info("model loaded and warmed: %s", model_name())
+        start_reloader(app)
     except Exception as exc:  # any failure to load is reported to on_failure, never swallowed
         if not isinstance(exc, UserError):
             app.logger.exception("cannot load the model")

@@ -37,6 +37,7 @@ class MicroBatcher(object):
         self._forward, self._max_batch_size = forward, max_batch_size
         self._max_wait, self._timeout = max_wait_ms / 1000.0, timeout_s
         self._queue = queue.Queue()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
         self._thread.start()
 
@@ -58,8 +59,16 @@ class MicroBatcher(object):
             raise pending.error
         return pending.result
 
+    def stop(self):
+        """End the thread once what is queued has run (a replaced model's batcher); later submits get 503."""
+        self._stopping = True
+        self._queue.put(None)
+
     def _collect(self):
-        batch = [self._queue.get()]
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
         size = len(batch[0].id_lists)
         deadline = time.monotonic() + self._max_wait
         while size < self._max_batch_size:
@@ -67,6 +76,9 @@ class MicroBatcher(object):
             try:
                 item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
+                break
+            if item is None:  # stop() was called: run what came before it, then end
+                self._queue.put(None)
                 break
             batch.append(item)
             size += len(item.id_lists)
@@ -93,14 +105,20 @@ class MicroBatcher(object):
     def _run(self):
         try:
             while True:
-                self._run_batch(self._collect())
-        finally:  # only reached when the thread dies: nothing queued may wait for it
-            log.error("the micro-batcher thread stopped; this worker answers 503 until it is restarted")
+                batch = self._collect()
+                if batch is None:
+                    return
+                self._run_batch(batch)
+        finally:  # the thread ends: nothing queued may wait for it
+            if not self._stopping:
+                log.error("the micro-batcher thread stopped; this worker answers 503 until it is restarted")
             self._fail_queued(ServiceUnavailable("the micro-batcher of this worker has stopped"))
 
     def _fail_queued(self, error):
         while True:
             try:
-                self._queue.get_nowait().fail(error)
+                item = self._queue.get_nowait()
             except queue.Empty:
                 return
+            if item is not None:
+                item.fail(error)

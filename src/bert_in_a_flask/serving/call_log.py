@@ -9,7 +9,7 @@ import uuid
 
 from flask import current_app, g, request
 
-from .api import ROUTES, model_name
+from .api import model_name
 
 
 class CallLog(object):
@@ -22,7 +22,8 @@ class CallLog(object):
 
     def log_call(self, response):
         latency = time.perf_counter() - g.get("started", time.perf_counter())
-        endpoint = request.path if request.path in ROUTES else "other"
+        # the route's pattern (/v1/models/<name>:predict), so metric labels stay few; "other" for no route
+        endpoint = request.url_rule.rule if request.url_rule is not None else "other"
         current_app.extensions["metrics"].observe_request(endpoint, response.status_code, latency)
         entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",

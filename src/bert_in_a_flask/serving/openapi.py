@@ -8,7 +8,7 @@ def _json(schema, description):
 
 
 def _errors(*codes):
-    words = {400: "Malformed request", 401: "Missing or invalid API key (when API_KEYS is set)", 404: "Unknown path", 405: "Method not allowed",
+    words = {503: "Model still loading", 400: "Malformed request", 401: "Missing or invalid API key (when API_KEYS is set)", 404: "Unknown path", 405: "Method not allowed",
              413: "Too many texts or body too large", 415: "Body is not JSON", 500: "Server fault"}
     return {str(code): _json(_ERROR, words[code]) for code in codes}
 
@@ -38,6 +38,47 @@ def spec(max_texts):
         },
     }
     plain = {"type": "object"}
+    texts = {"type": "array", "minItems": 1, "items": {"type": "string"}}
+    name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": "MODEL_NAME (default bert); another name is a 404"}]
+    paths = {
+        "/v1/models/{name}:predict": {"post": {
+            "summary": "TensorFlow Serving REST predict (serve_text outputs)", "parameters": name,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"instances": texts, "inputs": texts,
+                               "signature_name": {"type": "string", "enum": ["serve_text", "serving_default"]}}}}}},
+            "responses": dict({"200": _json(plain, '{"predictions": [...]} or {"outputs": {...}}')},
+                              **_errors(400, 401, 404, 405, 413, 415, 500, 503))}},
+        "/v1/models/{name}": {"get": {
+            "summary": "TensorFlow Serving model status", "parameters": name,
+            "responses": dict({"200": _json(plain, "model_version_status")}, **_errors(401, 404, 405))}},
+        "/v2/health/live": {"get": {"summary": "Open inference protocol v2: liveness",
+                                    "responses": dict({"200": _json(plain, "Live")}, **_errors(405))}},
+        "/v2/health/ready": {"get": {"summary": "Open inference protocol v2: readiness", "responses": dict(
+            {"200": _json(plain, "Ready"), "503": _json(plain, "Not ready")}, **_errors(405))}},
+        "/v2/models/{name}": {"get": {
+            "summary": "Open inference protocol v2: model metadata", "parameters": name,
+            "responses": dict({"200": _json(plain, "Metadata")}, **_errors(401, 404, 405, 503))}},
+        "/v2/models/{name}/ready": {"get": {
+            "summary": "Open inference protocol v2: model readiness", "parameters": name,
+            "responses": dict({"200": _json(plain, "Ready"), "503": _json(plain, "Not ready")},
+                              **_errors(401, 404, 405))}},
+        "/v2/models/{name}/infer": {"post": {
+            "summary": "Open inference protocol v2: infer (one BYTES input named text)", "parameters": name,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["inputs"], "additionalProperties": False,
+                "properties": {"id": {"type": "string"}, "parameters": plain,
+                               "outputs": {"type": "array", "items": plain},
+                               "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
+                                   "type": "object", "required": ["name", "datatype", "shape", "data"],
+                                   "properties": {"name": {"type": "string", "enum": ["text"]},
+                                                  "datatype": {"type": "string", "enum": ["BYTES"]},
+                                                  "shape": {"type": "array", "items": {"type": "integer"}},
+                                                  "data": texts}}}}}}}},
+            "responses": dict({"200": _json(plain, "label, score and probabilities tensors")},
+                              **_errors(400, 401, 404, 405, 413, 415, 500, 503))}},
+    }
     return {
         "openapi": "3.0.3",
         "info": {"title": "bert-in-a-flask", "version": "1.0.0",
@@ -61,6 +102,7 @@ def spec(max_texts):
                          "content": {"text/plain": {"schema": {"type": "string"}}}}}, **_errors(401, 405))}},
             "/openapi.json": {"get": {"summary": "This document",
                                       "responses": dict({"200": _json(plain, "OpenAPI 3")}, **_errors(405))}},
+            **paths,
         },
         "components": {
             "schemas": {"Error": {

@@ -106,4 +106,6 @@ class Predictor(object):
         return self.postprocess(self.predict_proba(texts))
 
     def close(self):
+        if self._batcher is not None:
+            self._batcher.stop()
         self.backend.close()

@@ -5,6 +5,9 @@ from ..shared.errors import UserError
 
 DEFAULTS = {
     "MODEL_DIR": "models/trained_model",  # an export, or a folder of them (newest is served)
+    "MODEL_POLL_S": 10.0,                  # a folder of exports: look for a newer one this often (0: never; reload.py)
+    "MODEL_VERSION": "",
+    "MODEL_NAME": "bert",                 # the <name> of the TF Serving and KServe v2 routes (protocols.py)                  # serve MODEL_DIR/<this timestamp> and no other (a pin, e.g. a rollback)
     "BACKEND": "auto",                    # auto | tf | onnx (auto: the verified ONNX file when onnxruntime is here)
     "QUANTIZE": "none",                   # none | int8 (the export's accepted model.int8.onnx, or a refusal)
     "MAX_BATCH_SIZE": 32,                 # texts per forward pass (sorted by length; `make bench` sweeps it)
@@ -36,6 +39,14 @@ def _convert(name, default, raw):
         if word not in TRUE + FALSE:
             raise UserError("%s must be one of %s, not %r" % (name, "/".join(TRUE + FALSE), raw))
         return word in TRUE
+    if isinstance(default, float):
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not value >= 0:  # also refuses nan
+            raise UserError("%s must be a number >= 0, not %r" % (name, raw))
+        return value
     if isinstance(default, int):
         try:
             value = int(raw)

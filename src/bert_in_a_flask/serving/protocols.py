@@ -1,0 +1,173 @@
+"""The serving world's request shapes beside our /predict, on whichever backend serves:
+
+    TensorFlow Serving REST (https://www.tensorflow.org/tfx/serving/api_rest)
+        POST /v1/models/<name>:predict      {"instances": [texts]}  -> {"predictions": [{label, score, probabilities}]}
+                                            {"inputs": [texts]}     -> {"outputs": {label: [..], score: [..],
+                                                                                    probabilities: [[..]]}}
+        POST /v1/models/<name>/versions/<version>:predict   the same, for the version served
+        GET  /v1/models/<name>              {"model_version_status": [{"version", "state", "status"}]}
+    KServe / open inference protocol v2 (https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/)
+        GET  /v2/health/live, /v2/health/ready, /v2/models/<name>, /v2/models/<name>/ready
+        POST /v2/models/<name>/infer        one BYTES input "text" -> BYTES "label", FP32 "score",
+                                            FP32 "probabilities" [n, labels] (row-major data)
+
+The outputs are the export's `serve_text` signature's (labels in labels.json order). <name> is
+MODEL_NAME; another name is a 404. Errors keep our JSON shape ({"error", "request_id"}).
+"""
+import os
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from ..shared.errors import UserError
+from .api import model_name, read_json_body
+
+protocols = Blueprint("protocols", __name__)
+
+
+def served(name, version=None):
+    """The predictor for a request naming model `name` (and `version`), or a 404."""
+    if name != current_app.config["MODEL_NAME"]:
+        raise UserError("no model named %r here (this server's MODEL_NAME is %r)"
+                        % (name, current_app.config["MODEL_NAME"]), 404)
+    predictor = current_app.extensions["model"].wait(current_app.config["PREDICT_TIMEOUT_S"])
+    if version is not None and version != os.path.basename(predictor.export_dir):
+        raise UserError("model %r has no version %r loaded (serving %s)"
+                        % (name, version, os.path.basename(predictor.export_dir)), 404)
+    return predictor
+
+
+def checked_texts(texts, where):
+    """A non-empty list of at most MAX_TEXTS strings, or a 400/413 naming `where`."""
+    if not isinstance(texts, list) or not texts:
+        raise UserError("%s must be a non-empty list of strings" % where)
+    limit = current_app.config["MAX_TEXTS"]
+    if len(texts) > limit:
+        raise UserError("%s has %d texts; at most %d per request" % (where, len(texts), limit), 413)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise UserError("%s[%d] must be a string, not %s" % (where, i, type(text).__name__))
+    return texts
+
+
+def body_object(allowed):
+    body = read_json_body(current_app.config["MAX_CONTENT_LENGTH"])
+    if not isinstance(body, dict):
+        raise UserError("the body must be a JSON object")
+    unknown = [key for key in body if key not in allowed]
+    if unknown:
+        raise UserError("unknown key %r in the body; this route takes %s" % (unknown[0], ", ".join(allowed)))
+    return body
+
+
+def classify(predictor, texts):
+    """(labels, scores, probability rows in label order) of `texts`, logged like /predict's."""
+    probabilities = predictor.predict_proba(texts)
+    best = probabilities.argmax(axis=1)
+    labels = [predictor.labels[i] for i in best]
+    g.n_texts, g.characters, g.predictions = len(texts), sum(len(t) for t in texts), labels
+    return labels, [float(p[i]) for p, i in zip(probabilities, best)], probabilities.tolist()
+
+
+# --- TensorFlow Serving REST ------------------------------------------------------------------
+
+@protocols.route("/v1/models/<name>:predict", methods=["POST"])
+@protocols.route("/v1/models/<name>/versions/<version>:predict", methods=["POST"])
+def tf_serving_predict(name, version=None):
+    body = body_object(("instances", "inputs", "signature_name"))
+    if body.get("signature_name", "serve_text") not in ("serve_text", "serving_default"):
+        raise UserError("signature_name must be serve_text (texts in), not %r" % body["signature_name"])
+    if ("instances" in body) == ("inputs" in body):
+        raise UserError('send the texts as either "instances" (row format) or "inputs" (columnar), not both')
+    predictor = served(name, version)
+    if "instances" in body:
+        labels, scores, rows = classify(predictor, checked_texts(body["instances"], '"instances"'))
+        return jsonify({"predictions": [{"label": label, "score": score, "probabilities": row}
+                                        for label, score, row in zip(labels, scores, rows)]})
+    inputs = body["inputs"]
+    if isinstance(inputs, dict):  # {"inputs": {"text": [...]}}, the named-input columnar form
+        if set(inputs) != {"text"}:
+            raise UserError('"inputs" must name the one input "text", not %s' % ", ".join(sorted(inputs)))
+        inputs = inputs["text"]
+    labels, scores, rows = classify(predictor, checked_texts(inputs, '"inputs"'))
+    return jsonify({"outputs": {"label": labels, "score": scores, "probabilities": rows}})
+
+
+@protocols.route("/v1/models/<name>", methods=["GET"])
+def tf_serving_status(name):
+    if name != current_app.config["MODEL_NAME"]:
+        raise UserError("no model named %r here (this server's MODEL_NAME is %r)"
+                        % (name, current_app.config["MODEL_NAME"]), 404)
+    predictor = current_app.extensions["model"].predictor
+    state = {"version": os.path.basename(predictor.export_dir) if predictor else "", "state":
+             "AVAILABLE" if predictor else "LOADING", "status": {"error_code": "OK", "error_message": ""}}
+    return jsonify({"model_version_status": [state]})
+
+
+# --- KServe / open inference protocol v2 -----------------------------------------------------
+
+@protocols.route("/v2/health/live", methods=["GET"])
+def v2_live():
+    return jsonify({"live": True})
+
+
+@protocols.route("/v2/health/ready", methods=["GET"])
+def v2_ready():
+    ready = current_app.extensions["model"].predictor is not None
+    return jsonify({"ready": ready}), 200 if ready else 503
+
+
+@protocols.route("/v2/models/<name>/ready", methods=["GET"])
+def v2_model_ready(name):
+    if name != current_app.config["MODEL_NAME"]:
+        raise UserError("no model named %r here" % name, 404)
+    ready = current_app.extensions["model"].predictor is not None
+    return jsonify({"name": name, "ready": ready}), 200 if ready else 503
+
+
+@protocols.route("/v2/models/<name>", methods=["GET"])
+def v2_metadata(name):
+    predictor = served(name)
+    return jsonify({
+        "name": name, "versions": [os.path.basename(predictor.export_dir)],
+        "platform": "onnxruntime_onnx" if predictor.backend_name.startswith("onnx") else "tensorflow_savedmodel",
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]},
+                    {"name": "score", "datatype": "FP32", "shape": [-1]},
+                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(predictor.labels)]}],
+        "parameters": {"labels": predictor.labels, "model": model_name()},
+    })
+
+
+V2_OUTPUTS = ("label", "score", "probabilities")
+
+
+@protocols.route("/v2/models/<name>/infer", methods=["POST"])
+@protocols.route("/v2/models/<name>/versions/<version>/infer", methods=["POST"])
+def v2_infer(name, version=None):
+    body = body_object(("id", "inputs", "outputs", "parameters"))
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise UserError('"inputs" must be a list with one tensor, {"name": "text", "datatype": "BYTES", ...}')
+    tensor = inputs[0]
+    if tensor.get("name") != "text" or tensor.get("datatype") != "BYTES":
+        raise UserError('the input must be named "text" with datatype "BYTES"')
+    texts = checked_texts(tensor.get("data"), '"data" of input "text"')
+    shape = tensor.get("shape")
+    if shape not in ([len(texts)], [len(texts), 1]):
+        raise UserError('"shape" of input "text" must be [%d] for %d texts, not %s' % (len(texts), len(texts), shape))
+    wanted = body.get("outputs", [{"name": name_} for name_ in V2_OUTPUTS])
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) and o.get("name") in V2_OUTPUTS for o in wanted):
+        raise UserError('"outputs" must list some of %s as {"name": ...}' % ", ".join(V2_OUTPUTS))
+    predictor = served(name, version)
+    labels, scores, rows = classify(predictor, texts)
+    tensors = {
+        "label": {"name": "label", "datatype": "BYTES", "shape": [len(texts)], "data": labels},
+        "score": {"name": "score", "datatype": "FP32", "shape": [len(texts)], "data": scores},
+        "probabilities": {"name": "probabilities", "datatype": "FP32", "shape": [len(texts), len(predictor.labels)],
+                          "data": [p for row in rows for p in row]},
+    }
+    answer = {"model_name": name, "model_version": os.path.basename(predictor.export_dir),
+              "outputs": [tensors[o["name"]] for o in wanted]}
+    if "id" in body:
+        answer["id"] = body["id"]
+    return jsonify(answer)

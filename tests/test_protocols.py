@@ -1,0 +1,93 @@
+"""TF Serving's REST and KServe's open inference protocol v2, answered in their own documented shapes
+(a fake predictor for the shapes and errors; the real tiny export for the labels)."""
+import pytest
+
+from bert_in_a_flask.serving import settings
+from bert_in_a_flask.serving.app import create_app
+from helpers import FakePredictor
+
+
+@pytest.fixture
+def fake(tmp_path):
+    return create_app(settings.from_env({}, LOG_FILE=str(tmp_path / "calls.log"), MAX_TEXTS=3),
+                      predictor=FakePredictor()).test_client()
+
+
+def test_tf_serving_row_and_columnar_formats(fake):
+    rows = fake.post("/v1/models/bert:predict", json={"instances": ["spring jvm", "django"]}).get_json()
+    assert rows == {"predictions": [{"label": "java", "score": 0.9, "probabilities": [0.9, 0.1]},
+                                    {"label": "python", "score": 0.8, "probabilities": [0.2, 0.8]}]}
+    columns = fake.post("/v1/models/bert:predict", json={"inputs": ["spring jvm"], "signature_name": "serve_text"})
+    assert columns.get_json() == {"outputs": {"label": ["java"], "score": [0.9], "probabilities": [[0.9, 0.1]]}}
+    named = fake.post("/v1/models/bert:predict", json={"inputs": {"text": ["django"]}}).get_json()
+    assert named["outputs"]["label"] == ["python"]
+    versioned = fake.post("/v1/models/bert/versions/1700000000:predict", json={"instances": ["django"]})
+    assert versioned.status_code == 200
+    status = fake.get("/v1/models/bert").get_json()
+    assert status == {"model_version_status": [{"version": "1700000000", "state": "AVAILABLE",
+                                                "status": {"error_code": "OK", "error_message": ""}}]}
+
+
+@pytest.mark.parametrize("path,body,status,message", [
+    ("/v1/models/other:predict", {"instances": ["a"]}, 404, "no model named 'other' here"),
+    ("/v1/models/bert/versions/42:predict", {"instances": ["a"]}, 404, "has no version '42' loaded"),
+    ("/v1/models/bert:predict", {"instances": ["a"], "inputs": ["a"]}, 400, 'either "instances"'),
+    ("/v1/models/bert:predict", {}, 400, 'either "instances"'),
+    ("/v1/models/bert:predict", {"instances": ["a"], "debug": 1}, 400, "unknown key 'debug'"),
+    ("/v1/models/bert:predict", {"instances": ["a"], "signature_name": "x"}, 400, "signature_name must be serve_text"),
+    ("/v1/models/bert:predict", {"instances": ["a", 3]}, 400, '"instances"[1] must be a string'),
+    ("/v1/models/bert:predict", {"instances": ["a"] * 4}, 413, "at most 3 per request"),
+    ("/v1/models/bert:predict", {"inputs": {"ids": [1]}}, 400, 'must name the one input "text"'),
+    ("/v2/models/bert/infer", {"inputs": [{"name": "text", "datatype": "INT32", "shape": [1], "data": ["a"]}]},
+     400, 'named "text" with datatype "BYTES"'),
+    ("/v2/models/bert/infer", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["a"]}]},
+     400, '"shape" of input "text" must be [1]'),
+    ("/v2/models/bert/infer", {"inputs": []}, 400, '"inputs" must be a list with one tensor'),
+    ("/v2/models/bert/infer", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}],
+                               "outputs": [{"name": "logits"}]}, 400, '"outputs" must list some of'),
+    ("/v2/models/nope/infer", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}]},
+     404, "no model named 'nope'"),
+])
+def test_protocol_errors_keep_our_json_shape(fake, path, body, status, message):
+    response = fake.post(path, json=body, headers={"X-Request-ID": "r-1"})
+    assert response.status_code == status, response.get_data(as_text=True)
+    answer = response.get_json()
+    assert set(answer) == {"error", "request_id"} and message in answer["error"] and answer["request_id"] == "r-1"
+
+
+def test_open_inference_protocol_v2(fake):
+    assert fake.get("/v2/health/live").get_json() == {"live": True}
+    assert fake.get("/v2/health/ready").get_json() == {"ready": True}
+    assert fake.get("/v2/models/bert/ready").get_json() == {"name": "bert", "ready": True}
+    meta = fake.get("/v2/models/bert").get_json()
+    assert meta["name"] == "bert" and meta["versions"] == ["1700000000"]
+    assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    assert [o["name"] for o in meta["outputs"]] == ["label", "score", "probabilities"]
+    body = {"id": "q-7", "inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["spring jvm", "x"]}]}
+    answer = fake.post("/v2/models/bert/infer", json=body).get_json()
+    assert answer["id"] == "q-7" and answer["model_name"] == "bert" and answer["model_version"] == "1700000000"
+    assert answer["outputs"] == [
+        {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["java", "python"]},
+        {"name": "score", "datatype": "FP32", "shape": [2], "data": [0.9, 0.8]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [2, 2], "data": [0.9, 0.1, 0.2, 0.8]}]
+    body["outputs"] = [{"name": "score"}]
+    assert [o["name"] for o in fake.post("/v2/models/bert/infer", json=body).get_json()["outputs"]] == ["score"]
+
+
+def test_protocol_calls_are_logged_and_counted_by_route(fake, tmp_path):
+    import json
+    fake.post("/v1/models/bert:predict", json={"instances": ["spring jvm"]})
+    with open(str(tmp_path / "calls.log")) as handle:
+        entry = json.loads(handle.read().splitlines()[-1])
+    assert entry["path"] == "/v1/models/bert:predict" and entry["predictions"] == ["java"] and entry["n_texts"] == 1
+    assert 'endpoint="/v1/models/<name>:predict"' in fake.get("/metrics").get_data(as_text=True)
+
+
+def test_the_three_protocols_give_the_labels_predict_gives(client):
+    texts = ["how do i fix my django error?", "spring maven jvm", "react node npm", "", "pourquoi mon café 🐍"]
+    expected = client.post("/predict", json={"X": texts}).get_json()["predictions"]
+    rows = client.post("/v1/models/bert:predict", json={"instances": texts}).get_json()["predictions"]
+    assert [row["label"] for row in rows] == expected
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}]}
+    outputs = client.post("/v2/models/bert/infer", json=body).get_json()["outputs"]
+    assert outputs[0]["data"] == expected
