@@ -29,7 +29,7 @@ tensorboard_port ?= 6006
 logdir ?= models
 LOG_DIR ?= models/logs
 
-.PHONY: help venv assets test test-fast bench soak lint build_dev build_api download_base_bert download_data demo train \
+.PHONY: help venv assets test test-fast bench soak lint build_dev build_api download_base_bert download_data demo train train_cluster \
 	tensorboard start_api stop_api curl_example onnx clean_venv
 
 help:
@@ -42,6 +42,7 @@ help:
 	@echo "  make download_base_bert [base=$(base)|minilm]   base model into models/pretrained"
 	@echo "  make download_data [data=$(data)|so_titles]     data into data/"
 	@echo "  make train [args='--flag v'] [gpu=N]    fine-tune; \`$(VPY) src/train.py --help\` lists every flag"
+	@echo "  make train_cluster [workers=$(workers)] [args=...]   the same training as a local multi-worker job (TF_CONFIG)"
 	@echo "  make tensorboard [logdir=$(logdir)] [tensorboard_port=$(tensorboard_port)]   TensorBoard on every run under logdir"
 	@echo "  make start_api [api_port=$(api_port)] [model_dir=newest under models/]   gunicorn + Flask in the background"
 	@echo "  make stop_api [api_port=$(api_port)]      stop it"
@@ -98,6 +99,12 @@ else
 train: venv
 	$(if $(gpu),CUDA_VISIBLE_DEVICES=$(gpu) )$(VPY) src/train.py $(args)
 endif
+
+# A real multi-worker job on this machine: chief + (workers-1) workers + an evaluator, one process
+# each on loopback ports, each given the TF_CONFIG a scheduler would set (README "Training on a cluster").
+workers ?= 2
+train_cluster: venv
+	$(VPY) -m bert_in_a_flask.tools.cluster --workers $(workers) --log-dir $(LOG_DIR) -- $(args)
 
 tensorboard: venv
 	$(VENV)/bin/tensorboard --logdir $(logdir) --host 0.0.0.0 --port $(tensorboard_port)

@@ -147,7 +147,7 @@ def run(config):
     from ..shared.text import TextEncoder, build_tokenizer
     from ..serving.predictor import Predictor
     from . import data, pretrained, records
-    from .estimator import build_estimator, train_and_evaluate, training_devices
+    from .estimator import build_estimator, cluster_from_env, train_and_evaluate, training_devices
     from .export import AssetsWriter, export_config_for, name_signatures, serving_input_receiver_fn_builder
     from .exporter import BestCheckpointsExporter
     from .model import model_fn_builder
@@ -160,16 +160,21 @@ def run(config):
                               sep=config.sep, val_file=config.val_file, test_file=config.test_file, seed=config.seed)
     encoder = TextEncoder(build_tokenizer(base.vocab_file, do_lower_case), config.max_seq_length, config.truncate)
     devices = training_devices(config.devices)
+    cluster = cluster_from_env()
+    if cluster is not None and config.overwrite:
+        raise UserError("--overwrite deletes what the other tasks of the cluster read; clear %s before "
+                        "starting the cluster instead" % config.output_dir)
     paths = check_writable_folders(config)
     if config.overwrite:
         clear_previous_run(paths)
-    logging.info(describe_devices(devices))
+    logging.info(describe_devices(devices) + ("; %s (TF_CONFIG)" % cluster if cluster else ""))
 
     record_files = {name: records.cached_records(frame, labels=splits.labels, encoder=encoder,
                                                  vocab_file=base.vocab_file, do_lower_case=do_lower_case,
                                                  cache_dir=config.cache_dir, split_name=name)
                     for name, frame in (("train", splits.train), ("val", splits.val))}
-    examples_per_step = config.batch_size * max(1, len(devices))  # --batch-size is per replica
+    # --batch-size is per replica: one per device, on every training task of a cluster
+    examples_per_step = config.batch_size * max(1, len(devices)) * (cluster.training_tasks if cluster else 1)
     max_steps = config.max_steps or int(math.ceil(config.num_train_epochs * len(splits.train) / examples_per_step))
 
     model_fn = model_fn_builder(
@@ -177,7 +182,8 @@ def run(config):
         learning_rate=config.learning_rate, num_train_steps=max_steps,
         num_warmup_steps=int(max_steps * config.warmup_proportion), pooling=config.pooling, use_amp=config.use_amp,
         label_names=splits.labels)
-    estimator = build_estimator(model_fn=model_fn, model_dir=paths["checkpoints"], config=config, devices=devices)
+    estimator = build_estimator(model_fn=model_fn, model_dir=paths["checkpoints"], config=config, devices=devices,
+                                cluster=cluster)
     export_config = export_config_for(config, bert_config=base.config, do_lower_case=do_lower_case,
                                       num_labels=len(splits.labels), tf_version=TF_VERSION)
     serving_input_receiver_fn = serving_input_receiver_fn_builder(
@@ -196,6 +202,9 @@ def run(config):
                  len(splits.labels), paths["checkpoints"])
     train_and_evaluate(estimator=estimator, train_input_fn=train_input_fn, eval_input_fn=eval_input_fn,
                        exporter=exporter, max_steps=max_steps, examples_per_step=examples_per_step, config=config)
+    if cluster is not None and not cluster.writes_outputs:
+        logging.info("%s: training done; the evaluator exports the best model and writes the report", cluster)
+        return None
 
     best = exporter.best()
     if best is None:

@@ -1,7 +1,10 @@
 """The estimator stage: RunConfig, Estimator and `train_and_evaluate` with the best exporter."""
+import json
 import logging
+import os
 import time
 
+from ..shared.errors import UserError
 from ..shared.tf_compat import session_config, tf
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,56 @@ class ProgressHook(tf.train.SessionRunHook):
             self._steps_since, self._busy_since = 0, 0.0
 
 
+CLUSTER_ROLES = ("chief", "worker", "evaluator")
+
+
+class Cluster(object):
+    """This process's place in a multi-worker job, read from TF_CONFIG (as any tf.estimator job):
+    the chief and the workers train together (collective all-reduce); the evaluator evaluates
+    every checkpoint, exports the best one and writes the report, so exactly one task writes them."""
+
+    def __init__(self, spec, role, index):
+        self.spec, self.role, self.index = spec, role, index
+
+    @property
+    def training_tasks(self):
+        return len(self.spec.get("chief", [])) + len(self.spec.get("worker", []))
+
+    @property
+    def writes_outputs(self):
+        return self.role == "evaluator"
+
+    def __str__(self):
+        return "%s %d of a cluster of %s" % (self.role, self.index, ", ".join(
+            "%d %s" % (len(self.spec[role]), role) for role in CLUSTER_ROLES if self.spec.get(role)))
+
+
+def cluster_from_env(environ=None):
+    """The Cluster of TF_CONFIG, None without one; a UserError naming what is wrong with it."""
+    raw = (os.environ if environ is None else environ).get("TF_CONFIG", "")
+    if not raw.strip():
+        return None
+    try:
+        config = json.loads(raw)
+        spec, task = config.get("cluster") or {}, config.get("task") or {}
+    except (ValueError, AttributeError):
+        raise UserError("TF_CONFIG is not a JSON object with \"cluster\" and \"task\"")
+    if not spec:
+        return None
+    unknown = sorted(set(spec) - set(CLUSTER_ROLES))
+    if unknown:
+        raise UserError("TF_CONFIG: roles %s are not supported (chief, worker and evaluator are: the job "
+                        "uses collective all-reduce, no parameter servers)" % ", ".join(unknown))
+    if len(spec.get("chief", [])) != 1 or len(spec.get("evaluator", [])) > 1:
+        raise UserError("TF_CONFIG: a cluster needs exactly one chief (and at most one evaluator)")
+    if "evaluator" not in spec and task.get("type") != "evaluator":
+        raise UserError("TF_CONFIG: add an \"evaluator\" task: it evaluates the checkpoints and exports the best")
+    role, index = task.get("type"), task.get("index", 0)
+    if role not in CLUSTER_ROLES or not isinstance(index, int) or not 0 <= index < max(1, len(spec.get(role, []))):
+        raise UserError("TF_CONFIG: task %r is not in the cluster" % (task,))
+    return Cluster(spec, role, index)
+
+
 def training_devices(devices):
     """Device names to train on: "auto" is every visible GPU (none: the default device)."""
     if devices == "auto":
@@ -58,14 +111,36 @@ def build_session_config(devices, intra_op_threads=0, inter_op_threads=0, use_xl
     return config
 
 
-def build_estimator(*, model_fn, model_dir, config, devices):
+def multi_worker_strategy():
+    """MultiWorkerMirroredStrategy (collective all-reduce between the training tasks), without the
+    scoped-allocator rewrite it switches on for its CollectiveReduce ops: on TF 1.15 that rewrite
+    aborts the first step ("Check failed: size >= 0") when it packs our gradients into one buffer."""
+    from tensorflow.core.protobuf import rewriter_config_pb2
+
+    strategy = tf.distribute.experimental.MultiWorkerMirroredStrategy()
+    update_config_proto = strategy.extended._update_config_proto
+
+    def without_scoped_allocator(config_proto):
+        updated = update_config_proto(config_proto)
+        updated.graph_options.rewrite_options.scoped_allocator_optimization = rewriter_config_pb2.RewriterConfig.OFF
+        return updated
+
+    strategy.extended._update_config_proto = without_scoped_allocator
+    return strategy
+
+
+def build_estimator(*, model_fn, model_dir, config, devices, cluster=None):
     """A checkpoint is written every `config.eval_every_steps`, and each one is evaluated.
 
     With more than one device the model is mirrored (one replica per device, gradients
-    all-reduced); multi-worker training reads the cluster from TF_CONFIG the same way.
+    all-reduced); in a cluster (TF_CONFIG) the workers' replicas all-reduce over the network
+    (MultiWorkerMirroredStrategy, which the estimator runs through its distribute coordinator).
     """
     devices = list(devices)
-    strategy = tf.distribute.MirroredStrategy(devices=devices) if len(devices) > 1 else None
+    if cluster is not None:
+        strategy = multi_worker_strategy()
+    else:
+        strategy = tf.distribute.MirroredStrategy(devices=devices) if len(devices) > 1 else None
     run_config = tf.estimator.RunConfig(
         model_dir=model_dir,
         save_checkpoints_steps=config.eval_every_steps,
@@ -73,8 +148,8 @@ def build_estimator(*, model_fn, model_dir, config, devices):
         log_step_count_steps=config.log_every_steps,
         keep_checkpoint_max=config.keep_checkpoint_max,
         tf_random_seed=config.seed,
-        session_config=build_session_config(devices, config.intra_op_threads, config.inter_op_threads,
-                                            config.use_xla),
+        session_config=None if cluster is not None else build_session_config(
+            devices, config.intra_op_threads, config.inter_op_threads, config.use_xla),
         train_distribute=strategy)
     return tf.estimator.Estimator(model_fn=model_fn, config=run_config)
 

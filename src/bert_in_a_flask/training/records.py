@@ -113,8 +113,11 @@ def input_fn_builder(record_file, *, batch_size, is_training, max_seq_length,
     seq_shape = [max_seq_length if pad_to_max else None]
     padded_shapes = ({"input_ids": seq_shape, "input_mask": seq_shape, "segment_ids": seq_shape}, [])
 
-    def input_fn(params=None):
+    def input_fn(params=None, input_context=None):
         dataset = tf.data.TFRecordDataset(record_file)
+        if is_training and input_context is not None and input_context.num_input_pipelines > 1:
+            # a cluster: each worker reads its own share of the records
+            dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         if is_training:
             dataset = dataset.shuffle(buffer_size=10000, seed=seed, reshuffle_each_iteration=True).repeat()
         dataset = dataset.map(_parse_record, num_parallel_calls=2)

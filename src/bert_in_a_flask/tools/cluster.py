@@ -1,0 +1,87 @@
+"""`make train_cluster workers=N`: a real multi-worker job on this machine, to try the cluster path.
+
+    python -m bert_in_a_flask.tools.cluster --workers 2 -- --data-file ... --output-dir models/cluster
+
+Starts one process per task on loopback ports: a chief and N-1 workers that train together
+(collective all-reduce over gRPC) and an evaluator that evaluates every checkpoint, exports the
+best one and writes the report. Each gets the TF_CONFIG a scheduler (a Kubeflow TFJob, say) would
+set, and runs the same `src/train.py` command; logs go to <log-dir>/cluster-<task>.log.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+from ..shared.cli import ArgumentParser, positive_int
+from . import REPO_ROOT
+from .loadtest import free_port
+
+
+def cluster_spec(workers):
+    """{"chief": [...], "worker": [...], "evaluator": [...]} on free loopback ports."""
+    ports = set()
+    while len(ports) < workers + 1:
+        ports.add(free_port())
+    addresses = ["127.0.0.1:%d" % port for port in sorted(ports)]
+    spec = {"chief": addresses[:1], "evaluator": addresses[-1:]}
+    if workers > 1:
+        spec["worker"] = addresses[1:workers]
+    return spec
+
+
+def tasks(spec):
+    return [(role, index) for role in ("chief", "worker", "evaluator") for index in range(len(spec.get(role, [])))]
+
+
+def start(train_args, workers, log_dir, env=None):
+    """{(role, index): (Popen, log path)} of a freshly started local cluster."""
+    spec = cluster_spec(workers)
+    os.makedirs(log_dir, exist_ok=True)
+    processes = {}
+    for role, index in tasks(spec):
+        tf_config = json.dumps({"cluster": spec, "task": {"type": role, "index": index}})
+        log_path = os.path.join(log_dir, "cluster-%s-%d.log" % (role, index))
+        with open(log_path, "w") as log:
+            processes[(role, index)] = (subprocess.Popen(
+                [sys.executable, os.path.join(REPO_ROOT, "src", "train.py")] + list(train_args), cwd=REPO_ROOT,
+                env=dict(env or os.environ, TF_CONFIG=tf_config), stdout=log, stderr=subprocess.STDOUT), log_path)
+    return processes
+
+
+def wait(processes, timeout):
+    """{(role, index): exit code}; tasks still running after `timeout` s are killed (code None)."""
+    deadline = time.monotonic() + timeout
+    codes = {}
+    for task, (process, _) in processes.items():
+        try:
+            codes[task] = process.wait(max(1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            codes[task] = None
+    for task, (process, _) in processes.items():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return codes
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    own = argv[:argv.index("--")] if "--" in argv else argv
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", type=positive_int, default=2, help="training tasks: the chief and N-1 workers")
+    parser.add_argument("--log-dir", default="models/logs", help="where each task's log goes")
+    parser.add_argument("--timeout", type=positive_int, default=3600, help="seconds before the tasks are stopped")
+    args = parser.parse_args(own)
+    processes = start(train_args, args.workers, args.log_dir)
+    for (role, index), (process, log_path) in processes.items():
+        print("started %s %d (pid %d), log %s" % (role, index, process.pid, log_path))
+    codes = wait(processes, args.timeout)
+    for (role, index), code in codes.items():
+        print("%s %d: %s" % (role, index, "done" if code == 0 else "exit code %s" % code))
+    return 0 if all(code == 0 for code in codes.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
