@@ -173,8 +173,10 @@ def run(config):
                                                  vocab_file=base.vocab_file, do_lower_case=do_lower_case,
                                                  cache_dir=config.cache_dir, split_name=name)
                     for name, frame in (("train", splits.train), ("val", splits.val))}
-    # --batch-size is per replica: one per device, on every training task of a cluster
-    examples_per_step = config.batch_size * max(1, len(devices)) * (cluster.training_tasks if cluster else 1)
+    # --batch-size is per replica: one per device, and per training task of a synchronous cluster
+    # (with parameter servers each task's batch is a step of its own)
+    examples_per_step = config.batch_size * max(1, len(devices)) * (
+        cluster.training_tasks if cluster is not None and cluster.synchronous else 1)
     max_steps = config.max_steps or int(math.ceil(config.num_train_epochs * len(splits.train) / examples_per_step))
 
     model_fn = model_fn_builder(
@@ -195,7 +197,8 @@ def run(config):
         finish_export=name_signatures)
     train_input_fn = records.input_fn_builder(
         record_files["train"], batch_size=config.batch_size, is_training=True, max_seq_length=config.max_seq_length,
-        length_bucketing=config.length_bucketing, pad_to_max=config.pad_to_max_seq_length, seed=config.seed)
+        length_bucketing=config.length_bucketing, pad_to_max=config.pad_to_max_seq_length, seed=config.seed,
+        shard=cluster.shard if cluster is not None and not cluster.synchronous else None)
     eval_input_fn = records.input_fn_builder(record_files["val"], batch_size=config.eval_batch_size,
                                              is_training=False, max_seq_length=config.max_seq_length)
     logging.info("training %d steps of %d examples (%d labels) into %s", max_steps, examples_per_step,

@@ -5,7 +5,7 @@ import os
 import time
 
 from ..shared.errors import UserError
-from ..shared.tf_compat import session_config, tf
+from ..shared.tf_compat import IS_TF2, session_config, tf
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,18 @@ class ProgressHook(tf.train.SessionRunHook):
             self._steps_since, self._busy_since = 0, 0.0
 
 
-CLUSTER_ROLES = ("chief", "worker", "evaluator")
+CLUSTER_ROLES = ("chief", "worker", "ps", "evaluator")
 
 
 class Cluster(object):
-    """This process's place in a multi-worker job, read from TF_CONFIG (as any tf.estimator job):
-    the chief and the workers train together (collective all-reduce); the evaluator evaluates
-    every checkpoint, exports the best one and writes the report, so exactly one task writes them."""
+    """This process's place in a multi-worker job, read from TF_CONFIG (as any tf.estimator job).
+
+    The chief and the workers train; the evaluator evaluates every checkpoint, exports the best one
+    and writes the report, so exactly one task writes them. With "ps" tasks (the default of
+    `make train_cluster`, and the one way on TF 1.15) the variables live on the parameter servers and
+    each training task applies its own batches (between-graph, asynchronous); without, the training
+    tasks all-reduce each step's gradients (MultiWorkerMirroredStrategy, synchronous; TF 2 only:
+    TF 1.15 aborts at the first step, "Check failed: size >= 0")."""
 
     def __init__(self, spec, role, index):
         self.spec, self.role, self.index = spec, role, index
@@ -56,6 +61,20 @@ class Cluster(object):
     @property
     def training_tasks(self):
         return len(self.spec.get("chief", [])) + len(self.spec.get("worker", []))
+
+    @property
+    def parameter_servers(self):
+        return len(self.spec.get("ps", []))
+
+    @property
+    def synchronous(self):
+        return not self.parameter_servers
+
+    @property
+    def shard(self):
+        """(training tasks, this task's position) for reading its own share of the training data."""
+        position = 0 if self.role == "chief" else self.index + 1
+        return self.training_tasks, position
 
     @property
     def writes_outputs(self):
@@ -80,12 +99,15 @@ def cluster_from_env(environ=None):
         return None
     unknown = sorted(set(spec) - set(CLUSTER_ROLES))
     if unknown:
-        raise UserError("TF_CONFIG: roles %s are not supported (chief, worker and evaluator are: the job "
-                        "uses collective all-reduce, no parameter servers)" % ", ".join(unknown))
+        raise UserError("TF_CONFIG: roles %s are not supported (chief, worker, ps and evaluator are)"
+                        % ", ".join(unknown))
     if len(spec.get("chief", [])) != 1 or len(spec.get("evaluator", [])) > 1:
         raise UserError("TF_CONFIG: a cluster needs exactly one chief (and at most one evaluator)")
     if "evaluator" not in spec and task.get("type") != "evaluator":
         raise UserError("TF_CONFIG: add an \"evaluator\" task: it evaluates the checkpoints and exports the best")
+    if not spec.get("ps") and not IS_TF2:
+        raise UserError("TF_CONFIG: on TF 1.15 a cluster needs a \"ps\" task (parameter servers): its "
+                        "MultiWorkerMirroredStrategy aborts at the first step")
     role, index = task.get("type"), task.get("index", 0)
     if role not in CLUSTER_ROLES or not isinstance(index, int) or not 0 <= index < max(1, len(spec.get(role, []))):
         raise UserError("TF_CONFIG: task %r is not in the cluster" % (task,))
@@ -114,18 +136,24 @@ def build_session_config(devices, intra_op_threads=0, inter_op_threads=0, use_xl
 def multi_worker_strategy():
     """MultiWorkerMirroredStrategy (collective all-reduce between the training tasks), without the
     scoped-allocator rewrite it switches on for its CollectiveReduce ops: on TF 1.15 that rewrite
-    aborts the first step ("Check failed: size >= 0") when it packs our gradients into one buffer."""
+    aborts the first step ("Check failed: size >= 0") when it packs our gradients into one buffer.
+    On TF 2 the estimator needs graph mode before the strategy exists (it deep-copies it)."""
+    import types
+
     from tensorflow.core.protobuf import rewriter_config_pb2
 
+    if IS_TF2:
+        tf.disable_eager_execution()
     strategy = tf.distribute.experimental.MultiWorkerMirroredStrategy()
-    update_config_proto = strategy.extended._update_config_proto
+    update_config_proto = type(strategy.extended)._update_config_proto
 
-    def without_scoped_allocator(config_proto):
-        updated = update_config_proto(config_proto)
+    def without_scoped_allocator(extended, config_proto):
+        updated = update_config_proto(extended, config_proto)
         updated.graph_options.rewrite_options.scoped_allocator_optimization = rewriter_config_pb2.RewriterConfig.OFF
         return updated
 
-    strategy.extended._update_config_proto = without_scoped_allocator
+    # A bound method: the estimator deep-copies the strategy, and the copy's method binds to the copy.
+    strategy.extended._update_config_proto = types.MethodType(without_scoped_allocator, strategy.extended)
     return strategy
 
 
@@ -137,7 +165,9 @@ def build_estimator(*, model_fn, model_dir, config, devices, cluster=None):
     (MultiWorkerMirroredStrategy, which the estimator runs through its distribute coordinator).
     """
     devices = list(devices)
-    if cluster is not None:
+    if cluster is not None and cluster.parameter_servers:
+        strategy = None  # between-graph replication: the estimator places variables on the ps tasks
+    elif cluster is not None:
         strategy = multi_worker_strategy()
     else:
         strategy = tf.distribute.MirroredStrategy(devices=devices) if len(devices) > 1 else None

@@ -103,12 +103,12 @@ def bucket_boundaries(max_seq_length, step=16):
 
 
 def input_fn_builder(record_file, *, batch_size, is_training, max_seq_length,
-                     length_bucketing=True, pad_to_max=False, seed=None):
+                     length_bucketing=True, pad_to_max=False, seed=None, shard=None):
     """`input_fn` for the estimator: (features, label_ids) batches from one TFRecord file.
 
     Training shuffles, repeats and (with `length_bucketing`) batches texts of similar length
     together. `pad_to_max` pads every batch to max_seq_length: the original's way, kept for
-    benchmarks.
+    benchmarks. `shard=(n, i)`: a training task of a cluster reads every n-th record from the i-th.
     """
     seq_shape = [max_seq_length if pad_to_max else None]
     padded_shapes = ({"input_ids": seq_shape, "input_mask": seq_shape, "segment_ids": seq_shape}, [])
@@ -116,8 +116,10 @@ def input_fn_builder(record_file, *, batch_size, is_training, max_seq_length,
     def input_fn(params=None, input_context=None):
         dataset = tf.data.TFRecordDataset(record_file)
         if is_training and input_context is not None and input_context.num_input_pipelines > 1:
-            # a cluster: each worker reads its own share of the records
+            # a synchronous cluster: the strategy says which share of the records is this worker's
             dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        elif is_training and shard is not None and shard[0] > 1:
+            dataset = dataset.shard(*shard)  # a parameter-server cluster: this task's share
         if is_training:
             dataset = dataset.shuffle(buffer_size=10000, seed=seed, reshuffle_each_iteration=True).repeat()
         dataset = dataset.map(_parse_record, num_parallel_calls=2)
