@@ -21,13 +21,16 @@ def predict():
     texts = parse_texts(body, config["MAX_TEXTS"])
     top_k, all_scores = parse_options(body)
     g.n_texts, g.characters = len(texts), sum(len(t) for t in texts)
-    answer = current_app.extensions["model"].wait(config["PREDICT_TIMEOUT_S"]).predict(texts)
+    # One predictor for the whole request: a hot reload may publish another meanwhile, and the
+    # answer must name the model that computed it.
+    g.predictor = current_app.extensions["model"].wait(config["PREDICT_TIMEOUT_S"])
+    answer = g.predictor.predict(texts)
     shape_answer(answer, top_k, all_scores)
     current_app.extensions["metrics"].observe_batch(len(texts))
     g.predictions = answer["predictions"]
     if config["LOG_TEXTS"]:
         g.texts = texts
-    answer["model"] = model_name()
+    answer["model"] = model_name(g.predictor)
     return jsonify(answer)
 
 
@@ -52,7 +55,7 @@ def metadata():
     predictor = current_app.extensions["model"].wait(settings["PREDICT_TIMEOUT_S"])
     config = predictor.config
     return jsonify({
-        "model": model_name(), "export_dir": predictor.export_dir, "version": os.path.basename(predictor.export_dir),
+        "model": model_name(predictor), "export_dir": predictor.export_dir, "version": os.path.basename(predictor.export_dir),
         "labels": predictor.labels,
         "hot_reload": {"poll_s": settings["MODEL_POLL_S"], "pinned_version": settings["MODEL_VERSION"] or None},
         "max_seq_length": config.max_seq_length, "do_lower_case": config.do_lower_case,
@@ -76,9 +79,10 @@ def openapi_json():
     return jsonify(openapi.spec(current_app.config["MAX_TEXTS"]))
 
 
-def model_name():
-    """'<base model>/<export timestamp>' (+ the build's git sha), or "" while the model loads."""
-    predictor = current_app.extensions["model"].predictor
+def model_name(predictor=None):
+    """'<base model>/<export timestamp> (<backend>)' (+ the build's git sha) of `predictor`, else of the
+    one served now; "" while the model loads."""
+    predictor = predictor or current_app.extensions["model"].predictor
     if predictor is None:
         return ""
     sha = current_app.config["GIT_SHA"]

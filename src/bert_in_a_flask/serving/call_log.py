@@ -31,7 +31,7 @@ class CallLog(object):
             "status": response.status_code, "latency_ms": round(latency * 1000.0, 2),
             "n_texts": g.get("n_texts", 0), "characters": g.get("characters", 0),
             "predictions": g.get("predictions", []), "user_ip": client_ip(),
-            "user_agent": request.headers.get("User-Agent", ""), "model": model_name(),
+            "user_agent": request.headers.get("User-Agent", ""), "model": model_name(g.get("predictor")),
         }
         if "texts" in g:
             entry["texts"] = g.texts

@@ -29,7 +29,7 @@ def served(name, version=None):
     if name != current_app.config["MODEL_NAME"]:
         raise UserError("no model named %r here (this server's MODEL_NAME is %r)"
                         % (name, current_app.config["MODEL_NAME"]), 404)
-    predictor = current_app.extensions["model"].wait(current_app.config["PREDICT_TIMEOUT_S"])
+    predictor = g.predictor = current_app.extensions["model"].wait(current_app.config["PREDICT_TIMEOUT_S"])
     if version is not None and version != os.path.basename(predictor.export_dir):
         raise UserError("model %r has no version %r loaded (serving %s)"
                         % (name, version, os.path.basename(predictor.export_dir)), 404)
@@ -134,7 +134,7 @@ def v2_metadata(name):
         "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]},
                     {"name": "score", "datatype": "FP32", "shape": [-1]},
                     {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(predictor.labels)]}],
-        "parameters": {"labels": predictor.labels, "model": model_name()},
+        "parameters": {"labels": predictor.labels, "model": model_name(predictor)},
     })
 
 
