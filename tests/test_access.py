@@ -29,7 +29,8 @@ def test_return_all_scores_false_leaves_out_the_probabilities(tmp_path):
 
 
 @pytest.mark.parametrize("body,message", [
-    ({"X": ["a"], "debug": True}, 'unknown key "debug" in the body; /predict takes X, top_k, return_all_scores'),
+    ({"X": ["a"], "debug": True}, 'unknown key "debug" in the body; /predict takes "X" (the list of texts), '
+                                  '"top_k" and "return_all_scores"'),
     ({"x": ["a"]}, 'unknown key "x" in the body'),
     ({"X": ["a"], "top_k": 0}, '"top_k" must be a positive integer, not 0'),
     ({"X": ["a"], "top_k": "3"}, '"top_k" must be a positive integer, not "3"'),

@@ -1,6 +1,7 @@
 """The Flask service on a tiny exported model: answers, errors, the call log, the endpoints."""
 import csv
 import json
+import re
 
 import pytest
 
@@ -152,4 +153,7 @@ def test_service_endpoints(client, predictor):
     assert "api_texts_predicted_total 2" in metrics
     assert 'api_request_latency_seconds_count{endpoint="/predict"} 1' in metrics
     spec = client.get("/openapi.json").get_json()
-    assert set(spec["paths"]) == {"/predict", "/health_check", "/ready", "/metadata", "/metrics", "/openapi.json"}
+    routes = {re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule) for rule in client.application.url_map.iter_rules()
+              if rule.endpoint != "static"}
+    assert set(spec["paths"]) == routes  # every route is documented, and nothing else
+    assert {"/predict", "/v1/models/{name}:predict", "/v2/models/{name}/infer"} <= routes

@@ -137,8 +137,8 @@ def parse_texts(body, max_texts):
     if isinstance(body, dict):
         unknown = [key for key in body if key not in PREDICT_KEYS]
         if unknown:
-            raise UserError("unknown key %s in the body; /predict takes %s"
-                            % (json.dumps(unknown[0]), ", ".join(PREDICT_KEYS)))
+            raise UserError('unknown key %s in the body; /predict takes "X" (the list of texts), "top_k" and '
+                            '"return_all_scores"' % json.dumps(unknown[0]))
     if not isinstance(body, dict) or "X" not in body:
         raise UserError('the body must be a JSON object with a list of texts under "X"')
     texts = body["X"]

@@ -19,8 +19,8 @@ def spec(max_texts):
         # The text-count limit is a size limit (413), not a schema rule, so it is described, not maxItems.
         "properties": {"X": {"type": "array", "minItems": 1, "items": {"type": "string"},
                              "description": "texts to classify, at most %d (more: 413)" % max_texts},
-                       "top_k": {"type": "integer", "minimum": 1,
-                                 "description": "also answer the k best labels per text, best first"},
+                       "top_k": {"type": "integer", "minimum": 1, "nullable": True,
+                                 "description": "also answer the k best labels per text, best first (null: no)"},
                        "return_all_scores": {"type": "boolean", "default": True,
                                              "description": "false: leave out `probabilities`"}},
     }
@@ -46,7 +46,11 @@ def spec(max_texts):
             "summary": "TensorFlow Serving REST predict (serve_text outputs)", "parameters": name,
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "additionalProperties": False,
-                "properties": {"instances": texts, "inputs": texts,
+                "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],  # exactly one of them
+                "properties": {"instances": texts,
+                               "inputs": {"oneOf": [texts, {"type": "object", "required": ["text"],
+                                                            "additionalProperties": False,
+                                                            "properties": {"text": texts}}]},
                                "signature_name": {"type": "string", "enum": ["serve_text", "serving_default"]}}}}}},
             "responses": dict({"200": _json(plain, '{"predictions": [...]} or {"outputs": {...}}')},
                               **_errors(400, 401, 404, 405, 413, 415, 500, 503))}},
@@ -69,16 +73,26 @@ def spec(max_texts):
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["inputs"], "additionalProperties": False,
                 "properties": {"id": {"type": "string"}, "parameters": plain,
-                               "outputs": {"type": "array", "items": plain},
+                               "outputs": {"type": "array", "items": {
+                                   "type": "object", "required": ["name"],
+                                   "properties": {"name": {"type": "string",
+                                                           "enum": ["label", "score", "probabilities"]}}}},
                                "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
                                    "type": "object", "required": ["name", "datatype", "shape", "data"],
                                    "properties": {"name": {"type": "string", "enum": ["text"]},
                                                   "datatype": {"type": "string", "enum": ["BYTES"]},
-                                                  "shape": {"type": "array", "items": {"type": "integer"}},
+                                                  "shape": {"type": "array", "items": {"type": "integer"},
+                                                            "description": "informational; the data's length counts"},
                                                   "data": texts}}}}}}}},
             "responses": dict({"200": _json(plain, "label, score and probabilities tensors")},
                               **_errors(400, 401, 404, 405, 413, 415, 500, 503))}},
     }
+    version = [{"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
+                "description": "the export served (its timestamp); another one is a 404"}]
+    for plain_path, versioned in (("/v1/models/{name}:predict", "/v1/models/{name}/versions/{version}:predict"),
+                                  ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")):
+        operation = dict(paths[plain_path]["post"], parameters=name + version)
+        paths[versioned] = {"post": dict(operation, summary=operation["summary"] + ", for one version")}
     return {
         "openapi": "3.0.3",
         "info": {"title": "bert-in-a-flask", "version": "1.0.0",

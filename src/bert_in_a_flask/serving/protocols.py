@@ -1,7 +1,7 @@
 """The serving world's request shapes beside our /predict, on whichever backend serves:
 
     TensorFlow Serving REST (https://www.tensorflow.org/tfx/serving/api_rest)
-        POST /v1/models/<name>:predict      {"instances": [texts]}  -> {"predictions": [{label, score, probabilities}]}
+        POST /v1/models/<model_name:name>:predict      {"instances": [texts]}  -> {"predictions": [{label, score, probabilities}]}
                                             {"inputs": [texts]}     -> {"outputs": {label: [..], score: [..],
                                                                                     probabilities: [[..]]}}
         POST /v1/models/<name>/versions/<version>:predict   the same, for the version served
@@ -16,12 +16,23 @@ MODEL_NAME; another name is a 404. Errors keep our JSON shape ({"error", "reques
 """
 import os
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify
+from werkzeug.routing import BaseConverter
 
 from ..shared.errors import UserError
 from .api import model_name, read_json_body
 
 protocols = Blueprint("protocols", __name__)
+
+
+class ModelNameConverter(BaseConverter):
+    """<model_name:name>: a path segment without ':', so /v1/models/x:predict is never the status route."""
+    regex = "[^/:]+"
+
+
+@protocols.record_once
+def register_converter(state):
+    state.app.url_map.converters["model_name"] = ModelNameConverter
 
 
 def served(name, version=None):
@@ -70,8 +81,8 @@ def classify(predictor, texts):
 
 # --- TensorFlow Serving REST ------------------------------------------------------------------
 
-@protocols.route("/v1/models/<name>:predict", methods=["POST"])
-@protocols.route("/v1/models/<name>/versions/<version>:predict", methods=["POST"])
+@protocols.route("/v1/models/<model_name:name>:predict", methods=["POST"])
+@protocols.route("/v1/models/<model_name:name>/versions/<model_name:version>:predict", methods=["POST"])
 def tf_serving_predict(name, version=None):
     body = body_object(("instances", "inputs", "signature_name"))
     if body.get("signature_name", "serve_text") not in ("serve_text", "serving_default"):
@@ -92,7 +103,7 @@ def tf_serving_predict(name, version=None):
     return jsonify({"outputs": {"label": labels, "score": scores, "probabilities": rows}})
 
 
-@protocols.route("/v1/models/<name>", methods=["GET"])
+@protocols.route("/v1/models/<model_name:name>", methods=["GET"])
 def tf_serving_status(name):
     if name != current_app.config["MODEL_NAME"]:
         raise UserError("no model named %r here (this server's MODEL_NAME is %r)"
@@ -116,7 +127,7 @@ def v2_ready():
     return jsonify({"ready": ready}), 200 if ready else 503
 
 
-@protocols.route("/v2/models/<name>/ready", methods=["GET"])
+@protocols.route("/v2/models/<model_name:name>/ready", methods=["GET"])
 def v2_model_ready(name):
     if name != current_app.config["MODEL_NAME"]:
         raise UserError("no model named %r here" % name, 404)
@@ -124,7 +135,7 @@ def v2_model_ready(name):
     return jsonify({"name": name, "ready": ready}), 200 if ready else 503
 
 
-@protocols.route("/v2/models/<name>", methods=["GET"])
+@protocols.route("/v2/models/<model_name:name>", methods=["GET"])
 def v2_metadata(name):
     predictor = served(name)
     return jsonify({
@@ -141,8 +152,8 @@ def v2_metadata(name):
 V2_OUTPUTS = ("label", "score", "probabilities")
 
 
-@protocols.route("/v2/models/<name>/infer", methods=["POST"])
-@protocols.route("/v2/models/<name>/versions/<version>/infer", methods=["POST"])
+@protocols.route("/v2/models/<model_name:name>/infer", methods=["POST"])
+@protocols.route("/v2/models/<model_name:name>/versions/<model_name:version>/infer", methods=["POST"])
 def v2_infer(name, version=None):
     body = body_object(("id", "inputs", "outputs", "parameters"))
     inputs = body.get("inputs")
@@ -151,10 +162,7 @@ def v2_infer(name, version=None):
     tensor = inputs[0]
     if tensor.get("name") != "text" or tensor.get("datatype") != "BYTES":
         raise UserError('the input must be named "text" with datatype "BYTES"')
-    texts = checked_texts(tensor.get("data"), '"data" of input "text"')
-    shape = tensor.get("shape")
-    if shape not in ([len(texts)], [len(texts), 1]):
-        raise UserError('"shape" of input "text" must be [%d] for %d texts, not %s' % (len(texts), len(texts), shape))
+    texts = checked_texts(tensor.get("data"), '"data" of input "text"')  # its "shape" is informational
     wanted = body.get("outputs", [{"name": name_} for name_ in V2_OUTPUTS])
     if not isinstance(wanted, list) or not all(isinstance(o, dict) and o.get("name") in V2_OUTPUTS for o in wanted):
         raise UserError('"outputs" must list some of %s as {"name": ...}' % ", ".join(V2_OUTPUTS))
