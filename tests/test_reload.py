@@ -54,15 +54,15 @@ def test_a_newer_export_goes_live_without_a_failed_request(trained, tmp_path):
         assert server.wait_ready(), server.log()[-3000:]
         answers, stop, lock = [], threading.Event(), threading.Lock()
 
-        def client():
+        def client(number):
             for _ in range(2000):  # bounded; stopped much earlier
                 if stop.is_set():
                     return
                 status, body = predict(server.url, TEXTS)
                 with lock:
-                    answers.append((status, json.loads(body.decode()) if status == 200 else body))
+                    answers.append((status, json.loads(body.decode()) if status == 200 else body, number))
 
-        clients = [threading.Thread(target=client) for _ in range(8)]
+        clients = [threading.Thread(target=client, args=(number,)) for number in range(8)]
         for thread in clients:
             thread.start()
         time.sleep(2)
@@ -86,36 +86,14 @@ def test_a_newer_export_goes_live_without_a_failed_request(trained, tmp_path):
         server.stop()
     failures = [answer for answer in answers if answer[0] != 200]
     assert not failures, failures[:3]
-    before = [a for _, a in answers if "/1700000001 " in a["model"]]
-    after = [a for _, a in answers if "/1700000002 " in a["model"]]
+    before = [a for _, a, _ in answers if "/1700000001 " in a["model"]]
+    after = [a for _, a, _ in answers if "/1700000002 " in a["model"]]
     assert len(before) > 10 and len(after) > 10 and len(before) + len(after) == len(answers)
     expected = before[0]["predictions"]  # the old model's labels; the new one renames them
     assert all(a["predictions"] == expected for a in before)
     assert all(a["predictions"] == [label.upper() for label in expected] for a in after), [a for a in after if a["predictions"] != [label.upper() for label in expected]][:3]
     assert set(expected) <= {"java", "python", "javascript"}
-    # once switched, it stays switched (each worker swaps once, atomically)
-    first_after = next(i for i, (_, a) in enumerate(answers) if "/1700000002 " in a["model"])
-    assert all("/1700000002 " in a["model"] for _, a in answers[first_after + 8:])
-
-
-def test_model_version_pins_an_export(trained, tmp_path):
-    root = str(tmp_path / "exports")
-    os.makedirs(root)
-    copy_export(trained["export_dir"], root, "1700000001")
-    copy_export(trained["export_dir"], root, "1700000002", upper_labels=True)
-    server = Server(root, str(tmp_path / "api.log"), MODEL_VERSION="1700000001", MODEL_POLL_S="0.5")
-    try:
-        assert server.wait_ready(), server.log()[-3000:]
-        meta = json.loads(http(server.url + "/metadata")[1].decode())
-        assert meta["version"] == "1700000001" and meta["hot_reload"]["pinned_version"] == "1700000001"
-        time.sleep(1.5)
-        assert predict(server.url, TEXTS)[0] == 200 and version(server) == "1700000001"
-    finally:
-        server.stop()
-    server = Server(root, str(tmp_path / "bad.log"), MODEL_VERSION="1600000000")
-    try:
-        assert not server.wait_ready(timeout=120)
-        assert server.process.wait(60) != 0
-        assert "error: MODEL_VERSION=1600000000, but %s/1600000000 is not an export" % root in server.log()
-    finally:
-        server.stop()
+    # once a client got an answer from the new model, it never gets one from the old model again
+    for number in range(8):
+        versions = ["/1700000002 " in a["model"] for _, a, n in answers if n == number]
+        assert versions == sorted(versions), (number, versions)
