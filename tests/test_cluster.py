@@ -82,6 +82,8 @@ def test_a_killed_worker_is_started_again_and_the_job_finishes(tiny_bert_dir, ti
     logs = {role: read(path) for (role, _), (_, path) in processes.items()}
     assert all(code == 0 for code in codes.values()), \
         "\n\n".join("== %s\n%s" % (role, log[-2500:]) for role, log in logs.items())
-    restarted = logs["worker"].split("worker 0 of a cluster of")[2]  # the second run's log
-    assert "Loss for final step" in restarted  # the restarted worker trained until the job's end
+    # it started twice and its second run rejoined and ended cleanly with the job (whether it still got
+    # steps depends on how far the chief, training alone meanwhile, had come)
+    assert logs["worker"].count("(TF_CONFIG)") == 2
+    assert logs["worker"].rstrip().endswith("the evaluator exports the best model and writes the report")
     check_outputs(out, logs, 600)
