@@ -98,14 +98,19 @@ def onnx_unusable(export_dir, record):
         return "the export has no verified ONNX file (make onnx model_dir=%s converts it)" % export_dir
     if not record.get("verified"):
         return "its ONNX conversion disagreed with the SavedModel (max |dp| %s)" % record.get("max_abs_diff")
+    return onnx_file_unusable(path, record.get("sha256"), "verified")
+
+
+def onnx_file_unusable(path, sha256, checked_as):
+    """Why the ONNX file at `path`, recorded with `sha256` when it was `checked_as`, may not serve."""
     if not os.path.isfile(path):
         return "%s is missing" % path
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         return "onnxruntime is not installed"
-    if file_sha256(path) != record.get("sha256"):
-        return "%s is not the file that was verified (changed, corrupt or from another export)" % path
+    if file_sha256(path) != sha256:
+        return "%s is not the file that was %s (changed, corrupt or from another export)" % (path, checked_as)
     return None
 
 
@@ -118,16 +123,7 @@ def int8_unusable(export_dir, record):
     if not int8.get("accepted"):
         return "its int8 copy lost %.2f validation accuracy points (more than %g) and was not kept" % (
             int8.get("accuracy_drop_points", float("nan")), int8.get("max_drop_points", float("nan")))
-    path = os.path.join(export_dir, ONNX_INT8_FILE)
-    if not os.path.isfile(path):
-        return "%s is missing" % path
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return "onnxruntime is not installed"
-    if file_sha256(path) != int8.get("sha256"):
-        return "%s is not the file that was accepted (changed, corrupt or from another export)" % path
-    return None
+    return onnx_file_unusable(os.path.join(export_dir, ONNX_INT8_FILE), int8.get("sha256"), "accepted")
 
 
 def open_backend(requested, export_dir, record, intra_op_threads=0, inter_op_threads=0, quantize="none"):
