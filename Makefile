@@ -151,8 +151,10 @@ onnx: venv
 	$(VPY) -m bert_in_a_flask.training.onnx_export $(if $(model_dir),--model-dir $(model_dir)) $(args)
 
 # Speed figures (training padded vs bucketed, /predict latency, micro-batching, worker RSS).
+# When the other runtime's venv exists, its trainer is timed in the same run (TF 2.15 vs TF 1.15).
+OTHER_VPY = .venv-$(if $(filter python3.7,$(notdir $(PYTHON))),python3.11,python3.7)/bin/python
 bench: venv assets
-	$(VPY) -m bert_in_a_flask.tools.bench $(args)
+	$(VPY) -m bert_in_a_flask.tools.bench $(if $(wildcard $(OTHER_VPY)),--compare-runtime $(OTHER_VPY)) $(args)
 
 # A bounded load test on loopback: 16 clients x 2,000 requests, zero failures and flat RSS expected.
 soak: venv

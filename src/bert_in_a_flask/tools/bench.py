@@ -39,9 +39,9 @@ def prepare(work):
     return bert_dir, data_dir
 
 
-def training_rate(bert_dir, data_dir, out, steps, extra):
+def training_rate(bert_dir, data_dir, out, steps, extra, python=sys.executable):
     """examples/s of the trainer's own progress line, after the first (warm-up) interval."""
-    result = sh([sys.executable, os.path.join(ROOT, "src", "train.py"), "--data-file", os.path.join(data_dir, "train.csv"),
+    result = sh([python, os.path.join(ROOT, "src", "train.py"), "--data-file", os.path.join(data_dir, "train.csv"),
                  "--val-file", os.path.join(data_dir, "val_small.csv"), "--test-file",
                  os.path.join(data_dir, "val_small.csv"), "--bert-dir", bert_dir, "--output-dir", out,
                  "--cache-dir", os.path.join(out, "cache"), "--max-steps", str(steps), "--log-every-steps",
@@ -111,6 +111,21 @@ def flops_per_word_piece(bert_config):
     is a few percent more and left out): 2 x (4 H^2 + 2 H I) per layer."""
     h, i, layers = bert_config["hidden_size"], bert_config["intermediate_size"], bert_config["num_hidden_layers"]
     return 2.0 * layers * (4 * h * h + 2 * h * i)
+
+
+def train_ceiling_examples_per_s(bert_dir, data_dir):
+    """Training examples/s at this machine's GEMM speed: forward + backward is 3x the forward's
+    FLOPs, over the training titles' mean word pieces (no padding at all)."""
+    import json
+
+    from ..shared.text import TextEncoder, build_tokenizer
+    with open(os.path.join(bert_dir, "bert_config.json")) as handle:
+        config = json.load(handle)
+    with open(os.path.join(data_dir, "train.csv"), newline="") as handle:
+        texts = [row["post"] for row in csv.DictReader(handle)][:2000]
+    encoder = TextEncoder(build_tokenizer(os.path.join(bert_dir, "vocab.txt"), True), 128, "head")
+    pieces = float(np.mean([len(encoder.encode(text)) for text in texts]))
+    return gemm_gflops() * 1e9 / (3 * flops_per_word_piece(config) * pieces)
 
 
 # What serves, as (row name, BACKEND, QUANTIZE).
@@ -281,7 +296,7 @@ def micro_batching_with_wrk(export_dir, title, logs, work, clients=(1, 4, 16, 64
             for n in clients]
 
 
-def peer_rows(peer, through_http, ceiling, one_title_p50_ms, train_rate):
+def peer_rows(peer, through_http, ceiling, one_title_p50_ms, train_rate, train_ceiling):
     """This project beside the HF peer, as the issues' targets put it."""
     if isinstance(peer, str):
         return [("Hugging Face peer (PyTorch, same model)", "-", peer)]
@@ -296,6 +311,9 @@ def peer_rows(peer, through_http, ceiling, one_title_p50_ms, train_rate):
     rows.append(("/predict 1 title p50 vs HF raw 1-title forward p50", "%.1f vs %.1f ms" % (
         one_title_p50_ms, peer["one_title_p50_ms"]), "target: ours <= HF's"))
     if "train_examples_per_s" in peer:
+        rows.append(("train examples/s: HF Trainer vs the FLOP ceiling (%.0f)" % train_ceiling,
+                     "%.1f" % peer["train_examples_per_s"],
+                     "%.0f%% of the ceiling" % (100 * peer["train_examples_per_s"] / train_ceiling)))
         rows.append(("train examples/s: this trainer (bucketed) vs HF Trainer (dynamic padding), batch 32",
                      "%.1f vs %.1f" % (train_rate, peer["train_examples_per_s"]),
                      "%.2fx (target >= 1.5x)" % (train_rate / peer["train_examples_per_s"])))
@@ -311,6 +329,9 @@ def main(argv=None):
     parser.add_argument("--per-client", type=positive_int, default=20, help="requests per client per load test")
     parser.add_argument("--rss-requests", type=positive_int, default=2000, help="requests before the memory reading")
     parser.add_argument("--work-dir", default=None, help="keep the bench's files here (default: a temp folder)")
+    parser.add_argument("--compare-runtime", default=None, metavar="PYTHON",
+                        help="the other runtime's venv python (make bench passes it when that venv exists): "
+                             "its trainer is timed in the same run")
     args = parser.parse_args(argv)
     from ..shared.tf_compat import TF_VERSION
     work = args.work_dir or tempfile.mkdtemp(prefix="bench-")
@@ -326,6 +347,18 @@ def main(argv=None):
                              ["--max-seq-length", "128"])
     rows += [("train examples/s, padded to 128 (original)", "%.1f" % padded, ""),
              ("train examples/s, length-bucketed", "%.1f" % bucketed, "%.1fx padded (target >= 4x)" % (bucketed / padded))]
+    if args.compare_runtime:
+        other = training_rate(bert_dir, data_dir, os.path.join(work, "other-runtime"), args.train_steps,
+                              ["--max-seq-length", "128"], python=args.compare_runtime)
+        other_tf = sh([args.compare_runtime, "-c", "import tensorflow as tf; print(tf.__version__)"]).stdout.split()[-1]
+        rows.append(("train examples/s, length-bucketed, TF %s (this run) vs TF %s" % (TF_VERSION, other_tf),
+                     "%.1f vs %.1f" % (bucketed, other), "%.2fx (target: TF 2.15 no slower than TF 1.15)"
+                     % ((bucketed / other) if TF_VERSION.startswith("2.") else (other / bucketed))))
+    from . import step_profile
+    train_ceiling = train_ceiling_examples_per_s(bert_dir, data_dir)
+    rows.append(("train ceiling: GEMM GFLOP/s / (3 x FLOPs per word piece x pieces per title), examples/s",
+                 "%.0f" % train_ceiling, "this trainer at %.0f%% of it" % (100 * bucketed / train_ceiling)))
+    rows += step_profile.rows(*step_profile.profile(bert_dir, os.path.join(data_dir, "train.csv")))
 
     from ..shared.export_contract import latest_export
     from ..training.onnx_export import convert
@@ -379,7 +412,7 @@ def main(argv=None):
          "%.0f / %.0f (%.0f)" % (rss_warm, rss_after, rss_peak),
          "%+.1f%% (target within 10%%)" % (100.0 * (rss_after - rss_warm) / rss_warm)),
     ]
-    rows += peer_rows(peer, through_http, ceiling, np.percentile(one, 50), bucketed)
+    rows += peer_rows(peer, through_http, ceiling, np.percentile(one, 50), bucketed, train_ceiling)
     print("\nbench: TF %s, Python %d.%d, %d cores, MiniLM-L6 on SO titles\n" % (
         TF_VERSION, sys.version_info[0], sys.version_info[1], os.cpu_count()))
     width = max(len(r[0]) for r in rows)
