@@ -56,26 +56,45 @@ except ImportError:  # pragma: no cover
     pass
 
 
-class _EinsumAsMatMul:
-    """`tensorflow.compat.v1` as bert's modeling sees it on TF 2: everything as it is, except that
-    `tf.einsum` builds MatMul/BatchMatMul ops (TF 1.15's own einsum) instead of TF 2's Einsum op.
-    bert-tensorflow 1.0.4 writes its attention and dense layers as einsums; on a CPU the Einsum
-    op's gradients ran ~1.6x slower than the same contractions as matmuls (a profiled training
-    step of MiniLM-L6, TF 2.15), which made TF 2.15 train slower than TF 1.15."""
+class _ModuleWith:
+    """A module as it is, but for the attributes given."""
 
-    def __init__(self, module):
-        from tensorflow.python.ops import special_math_ops
+    def __init__(self, module, **overrides):
         self._module = module
-        self.einsum = special_math_ops._einsum_v1
+        self.__dict__.update(overrides)
 
     def __getattr__(self, name):
         return getattr(self._module, name)
 
 
-def train_bert_as_on_tf1(modeling):
-    """Point bert's `modeling` at einsum-as-matmul on TF 2 (a no-op on TF 1.15, which has no other)."""
-    if IS_TF2 and not isinstance(modeling.tf, _EinsumAsMatMul):
-        modeling.tf = _EinsumAsMatMul(modeling.tf)
+def _lookup_in_a_plain_read(params, ids, *args, **kwargs):
+    if hasattr(params, "read_value"):  # a variable, also a mirrored one (not tf.Variable on TF 1.15)
+        params = params.read_value()
+    return tf.nn.embedding_lookup(params, ids, *args, **kwargs)
+
+
+def _tf_for_bert_training(module):
+    """`tensorflow.compat.v1` as bert's modeling sees it in the trainer: everything as it is, except
+    two ops whose speed on a CPU we measured (a profiled MiniLM-L6 training step, both runtimes):
+
+    - `tf.nn.embedding_lookup` on a variable looks up in a plain read of it. bert's word-embedding
+      lookup on the variable is a ResourceGather, which puts the 30,522-row table in
+      "copy-on-read" mode for good: from then on every dense read or update of it (the AdamW
+      step, the checkpoint) first copies all 47 MB (the update ran 2.5x slower).
+    - on TF 2, `tf.einsum` builds MatMul/BatchMatMul ops (TF 1.15's own einsum) instead of TF 2's
+      Einsum op, whose gradients ran ~1.6x slower than the same contractions as matmuls.
+    """
+    overrides = {"nn": _ModuleWith(module.nn, embedding_lookup=_lookup_in_a_plain_read)}
+    if IS_TF2:
+        from tensorflow.python.ops import special_math_ops
+        overrides["einsum"] = special_math_ops._einsum_v1
+    return _ModuleWith(module, **overrides)
+
+
+def tune_bert_for_training(modeling):
+    """Point bert's `modeling` at the ops above (the trainer does this once, at import)."""
+    if not isinstance(modeling.tf, _ModuleWith):
+        modeling.tf = _tf_for_bert_training(modeling.tf)
 
 
 def session_config(intra_op_threads=0, inter_op_threads=0):

@@ -5,4 +5,4 @@ from ..shared import tf_compat  # noqa: F401
 
 from bert import modeling as _modeling  # noqa: E402 (after tf_compat)
 
-tf_compat.train_bert_as_on_tf1(_modeling)
+tf_compat.tune_bert_for_training(_modeling)
