@@ -111,3 +111,15 @@ def test_a_sparse_embedding_gradient_is_clipped_as_its_dense_form():
     dense = clipped_gradient_of_a_table(lambda table, ids: tf.matmul(tf.one_hot(ids, 4), table))
     assert abs(np.linalg.norm(dense) - 1.0) < 1e-6 and (dense[[0, 2]] == 0).all()
     np.testing.assert_allclose(sparse, dense, rtol=1e-6, atol=1e-7)
+
+
+def test_the_step_profile_splits_a_real_training_step_into_its_parts(tiny_bert_dir, tiny_csv):
+    """`make bench`'s "where a step's time goes": the trainer's graph, each op in one part."""
+    from bert_in_a_flask.tools import step_profile
+    wall_ms, parts, kinds = step_profile.profile(tiny_bert_dir, tiny_csv, steps=2, warmup=1, batch_size=8,
+                                                 max_seq_length=32)
+    assert wall_ms > 0
+    for part in ("forward", "backward", "optimizer: AdamW + clipping"):
+        assert parts[part] > 0, parts
+    assert set(kinds) == {"matrix products", "element-wise and the rest"}
+    assert abs(sum(parts.values()) - sum(kinds.values())) < 1e-6 * sum(parts.values()) + 1e-9

@@ -303,13 +303,14 @@ def peer_rows(peer, through_http, ceiling, one_title_p50_ms, train_rate, train_c
     hf = peer["forward_titles_per_s"]
     rows = [("HF peer: PyTorch %s forward, batch 32 sorted, titles/s; 1 title p50 ms" % peer["torch"],
              "%.0f; %.1f" % (hf, peer["one_title_p50_ms"]), "%d threads" % peer["threads"])]
-    for name in ("onnx", "onnx-int8"):
+    for name in ("onnx", "onnx-int8") if through_http else ():
         target = "1.3x" if name == "onnx" else "1.7x"
         rows.append(("/predict whole test set, %s, vs HF raw forward" % name, "%.2fx" % (through_http[name] / hf),
                      "target >= %s%s" % (target, "; %.0f%% of the ceiling (target >= 85%%)"
                                          % (100 * through_http[name] / ceiling) if name == "onnx" else "")))
-    rows.append(("/predict 1 title p50 vs HF raw 1-title forward p50", "%.1f vs %.1f ms" % (
-        one_title_p50_ms, peer["one_title_p50_ms"]), "target: ours <= HF's"))
+    if one_title_p50_ms is not None:
+        rows.append(("/predict 1 title p50 vs HF raw 1-title forward p50", "%.1f vs %.1f ms" % (
+            one_title_p50_ms, peer["one_title_p50_ms"]), "target: ours <= HF's"))
     if "train_examples_per_s" in peer:
         rows.append(("train examples/s: HF Trainer vs the FLOP ceiling (%.0f)" % train_ceiling,
                      "%.1f" % peer["train_examples_per_s"],
@@ -329,6 +330,8 @@ def main(argv=None):
     parser.add_argument("--per-client", type=positive_int, default=20, help="requests per client per load test")
     parser.add_argument("--rss-requests", type=positive_int, default=2000, help="requests before the memory reading")
     parser.add_argument("--work-dir", default=None, help="keep the bench's files here (default: a temp folder)")
+    parser.add_argument("--only", choices=("all", "training"), default="all",
+                        help="training: the trainer's rows, its step profile and HF Trainer only (~6 min)")
     parser.add_argument("--compare-runtime", default=None, metavar="PYTHON",
                         help="the other runtime's venv python (make bench passes it when that venv exists): "
                              "its trainer is timed in the same run")
@@ -360,6 +363,10 @@ def main(argv=None):
                  "%.0f" % train_ceiling, "this trainer at %.0f%% of it" % (100 * bucketed / train_ceiling)))
     rows += step_profile.rows(*step_profile.profile(bert_dir, os.path.join(data_dir, "train.csv")))
 
+    if args.only == "training":
+        peer = hf_peer(work, data_dir, args.train_steps)
+        rows += peer_rows(peer, None, None, None, bucketed, train_ceiling)
+        return print_table(rows)
     from ..shared.export_contract import latest_export
     from ..training.onnx_export import convert
     export_dir = latest_export(os.path.join(work, "bucketed", "trained_model"))
@@ -413,6 +420,11 @@ def main(argv=None):
          "%+.1f%% (target within 10%%)" % (100.0 * (rss_after - rss_warm) / rss_warm)),
     ]
     rows += peer_rows(peer, through_http, ceiling, np.percentile(one, 50), bucketed, train_ceiling)
+    return print_table(rows)
+
+
+def print_table(rows):
+    from ..shared.tf_compat import TF_VERSION
     print("\nbench: TF %s, Python %d.%d, %d cores, MiniLM-L6 on SO titles\n" % (
         TF_VERSION, sys.version_info[0], sys.version_info[1], os.cpu_count()))
     width = max(len(r[0]) for r in rows)

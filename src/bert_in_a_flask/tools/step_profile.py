@@ -8,7 +8,6 @@ Op times are summed per part of the step (forward, backward, optimizer) and per 
 exceed the wall time: the shares are what to read.
 """
 import collections
-import os
 import sys
 import tempfile
 import time
