@@ -41,11 +41,14 @@ def prepare(work):
 
 def training_rate(bert_dir, data_dir, out, steps, extra, python=sys.executable):
     """examples/s of the trainer's own progress line, after the first (warm-up) interval."""
+    # Importing TF 2 sets TF2_BEHAVIOR=1 in this process's environment; a TF 1.15 trainer that
+    # inherits it switches to TF 2 shapes and fails in bert's run_classifier.
+    env = {name: value for name, value in os.environ.items() if name != "TF2_BEHAVIOR"}
     result = sh([python, os.path.join(ROOT, "src", "train.py"), "--data-file", os.path.join(data_dir, "train.csv"),
                  "--val-file", os.path.join(data_dir, "val_small.csv"), "--test-file",
                  os.path.join(data_dir, "val_small.csv"), "--bert-dir", bert_dir, "--output-dir", out,
                  "--cache-dir", os.path.join(out, "cache"), "--max-steps", str(steps), "--log-every-steps",
-                 str(steps // 3), "--eval-every-steps", str(steps), "--skip-report", "--skip-onnx", "--overwrite"] + extra)
+                 str(steps // 3), "--eval-every-steps", str(steps), "--skip-report", "--skip-onnx", "--overwrite"] + extra, env=env)
     if result.returncode != 0:
         sys.exit("training failed:\n" + result.stdout[-3000:])
     rates = [float(m.group(2)) for m in RATE.finditer(result.stdout)]
