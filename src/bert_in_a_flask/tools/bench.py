@@ -116,26 +116,27 @@ def flops_per_word_piece(bert_config):
     return 2.0 * layers * (4 * h * h + 2 * h * i)
 
 
-def train_ceiling_examples_per_s(bert_dir, data_dir):
+def train_ceiling_examples_per_s(bert_dir, data_dir, gflops):
     """Training examples/s at this machine's GEMM speed: forward + backward is 3x the forward's
     FLOPs, over the training titles' mean word pieces (no padding at all)."""
     import json
 
-    from ..shared.text import TextEncoder, build_tokenizer
+    from ..shared.text import TextEncoder, build_tokenizer, vocab_is_cased
     with open(os.path.join(bert_dir, "bert_config.json")) as handle:
         config = json.load(handle)
     with open(os.path.join(data_dir, "train.csv"), newline="") as handle:
         texts = [row["post"] for row in csv.DictReader(handle)][:2000]
-    encoder = TextEncoder(build_tokenizer(os.path.join(bert_dir, "vocab.txt"), True), 128, "head")
+    vocab = os.path.join(bert_dir, "vocab.txt")
+    encoder = TextEncoder(build_tokenizer(vocab, not vocab_is_cased(vocab)), 128, "head")
     pieces = float(np.mean([len(encoder.encode(text)) for text in texts]))
-    return gemm_gflops() * 1e9 / (3 * flops_per_word_piece(config) * pieces)
+    return gflops * 1e9 / (3 * flops_per_word_piece(config) * pieces)
 
 
 # What serves, as (row name, BACKEND, QUANTIZE).
 SERVING_VARIANTS = (("tf", "tf", "none"), ("onnx", "onnx", "none"), ("onnx-int8", "onnx", "int8"))
 
 
-def serving_backends(export_dir, titles, labels, logs, batch_sizes=(8, 16, 32, 64), per_request=128):
+def serving_backends(export_dir, titles, labels, logs, gflops, batch_sizes=(8, 16, 32, 64), per_request=128):
     """Each variant's best MAX_BATCH_SIZE (in-process), its test accuracy and label agreement with the
     SavedModel, then the whole test set through /predict, beside the machine's ceiling (its GEMM GFLOP/s
     over the model's FLOPs per title). Returns (rows, {variant: /predict titles/s}, ceiling)."""
@@ -163,7 +164,6 @@ def serving_backends(export_dir, titles, labels, logs, batch_sizes=(8, 16, 32, 6
                                       if name == "onnx-int8" else " (target: labels >= 99.9%)")))
     predictor = Predictor(export_dir, backend="tf")
     pieces = float(np.mean([len(ids) for ids in predictor.preprocess(titles)]))
-    gflops = gemm_gflops()
     ceiling = gflops * 1e9 / (flops_per_word_piece(predictor.config.bert_config) * pieces)
     rows.append(("fp32 ceiling: GEMM GFLOP/s / (FLOPs per word piece x %.1f pieces), titles/s" % pieces,
                  "%.0f" % ceiling, "GEMM %.0f GFLOP/s (numpy)" % gflops))
@@ -361,7 +361,8 @@ def main(argv=None):
                      "%.1f vs %.1f" % (bucketed, other), "%.2fx (target: TF 2.15 no slower than TF 1.15)"
                      % ((bucketed / other) if TF_VERSION.startswith("2.") else (other / bucketed))))
     from . import step_profile
-    train_ceiling = train_ceiling_examples_per_s(bert_dir, data_dir)
+    gflops = gemm_gflops()  # measured once: both ceilings divide it
+    train_ceiling = train_ceiling_examples_per_s(bert_dir, data_dir, gflops)
     rows.append(("train ceiling: GEMM GFLOP/s / (3 x FLOPs per word piece x pieces per title), examples/s",
                  "%.0f" % train_ceiling, "this trainer at %.0f%% of it" % (100 * bucketed / train_ceiling)))
     rows += step_profile.rows(*step_profile.profile(bert_dir, os.path.join(data_dir, "train.csv")))
@@ -380,7 +381,7 @@ def main(argv=None):
     original = original_way_ms(export_dir, titles[:32], 128)
     logs = os.path.join(work, "logs")
     os.makedirs(logs, exist_ok=True)
-    serving_rows, through_http, ceiling = serving_backends(export_dir, titles, labels, logs)
+    serving_rows, through_http, ceiling = serving_backends(export_dir, titles, labels, logs, gflops)
     rows += serving_rows + predict_call_stages(export_dir, titles)
     peer = hf_peer(work, data_dir, args.train_steps)
     rows += micro_batching_with_wrk(export_dir, titles[0], logs, work)

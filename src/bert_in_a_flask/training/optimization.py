@@ -83,7 +83,7 @@ def create_train_op(loss, init_lr, num_train_steps, num_warmup_steps, use_amp=Fa
     tvars = tf.trainable_variables()
     grads = [g for g, _ in optimizer.compute_gradients(loss, tvars)]
     # Dense gradients for the dense AdamW step (bert's own optimizer densifies them too).
-    grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in clip_as_on_one_device(grads)]
+    grads = densified(clip_as_on_one_device(grads))
     return optimizer.apply_gradients(zip(grads, tvars), global_step=tf.train.get_or_create_global_step())
 
 
@@ -104,7 +104,7 @@ def clip_as_on_one_device(grads):
     replicas = replica.num_replicas_in_sync if replica is not None else 1
     if replicas > 1:
         # replicas gather different rows, and TF 2's collectives need equal shapes on every replica
-        grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+        grads = densified(grads)
         present = [i for i, g in enumerate(grads) if g is not None]  # e.g. the unused pooler under mean pooling
         for i, summed in zip(present, sum_over_replicas(replica, [grads[i] for i in present])):
             grads[i] = summed
@@ -112,6 +112,10 @@ def clip_as_on_one_device(grads):
         grads = [rows_summed_per_index(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
     grads, _ = tf.clip_by_global_norm(grads, clip_norm=CLIP_NORM)
     return [None if g is None else g / replicas for g in grads] if replicas > 1 else grads
+
+
+def densified(grads):
+    return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
 
 
 def rows_summed_per_index(slices):
