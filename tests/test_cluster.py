@@ -1,6 +1,6 @@
 """A real multi-worker job on loopback, one process per task with the TF_CONFIG a scheduler would
 set: it learns, only the evaluator exports (once per better checkpoint) and writes the report, and a
-worker killed mid-training rejoins when started again."""
+worker or chief killed mid-training rejoins when started again (the chief from its newest checkpoint)."""
 import json
 import os
 import re
@@ -59,31 +59,56 @@ def test_a_loopback_cluster_learns_and_exports_once(tiny_bert_dir, tiny_csv, tmp
     check_outputs(out, logs, 120)
 
 
-def test_a_killed_worker_is_started_again_and_the_job_finishes(tiny_bert_dir, tiny_csv, tmp_path):
+def step_in(log_text):
+    steps = re.findall(r"step (\d+)/600", log_text)
+    return int(steps[-1]) if steps else 0
+
+
+def saved_steps(log_text):
+    return [int(step) for step in re.findall(r"Saving checkpoints for (\d+) into", log_text)]
+
+
+def wait_for(condition, process, log_path, deadline):
+    while not condition():
+        assert time.monotonic() < deadline and process.poll() is None, read(log_path)[-3000:]
+        time.sleep(0.2)
+
+
+def kill_and_restart(spec, processes, task, args):
+    process, log_path = processes[task]
+    process.kill()  # mid-training, as a lost machine would
+    process.wait()
+    processes[task] = (cluster.launch(spec, task[0], task[1], args, log_path), log_path)
+
+
+def test_a_killed_worker_and_a_killed_chief_are_started_again_and_the_job_finishes(tiny_bert_dir, tiny_csv, tmp_path):
     out = tmp_path / "cluster"
     args = cluster_args(tiny_bert_dir, tiny_csv, out, 600)
     spec, processes = cluster.start(args, workers=2, log_dir=str(tmp_path / "logs"), ps=1)
-    worker, log_path = processes[("worker", 0)]
     deadline = time.monotonic() + 300
+    worker, worker_log = processes[("worker", 0)]
+    wait_for(lambda: step_in(read(worker_log)) >= 60, worker, worker_log, deadline)
+    kill_and_restart(spec, processes, ("worker", 0), args)
+    assert step_in(read(worker_log)) < 500
 
-    def worker_step():
-        steps = re.findall(r"step (\d+)/600", read(log_path))
-        return int(steps[-1]) if steps else 0
+    # the chief dies after a checkpoint beyond the first; started again, it goes on from its newest
+    # checkpoint, not from the pretrained weights
+    chief, chief_log = processes[("chief", 0)]
+    wait_for(lambda: max(saved_steps(read(chief_log)) or [0]) >= 80, chief, chief_log, deadline)
+    last_saved = max(saved_steps(read(chief_log)))
+    assert last_saved < 600
+    kill_and_restart(spec, processes, ("chief", 0), args)
 
-    while worker_step() < 60:
-        assert time.monotonic() < deadline and worker.poll() is None, read(log_path)[-3000:]
-        time.sleep(0.2)
-    worker.kill()  # mid-training
-    worker.wait()
-    killed_at = worker_step()
-    assert killed_at < 500
-    processes[("worker", 0)] = (cluster.launch(spec, "worker", 0, args, log_path), log_path)
     codes = cluster.wait(processes, timeout=900)
     logs = {role: read(path) for (role, _), (_, path) in processes.items()}
     assert all(code == 0 for code in codes.values()), \
         "\n\n".join("== %s\n%s" % (role, log[-2500:]) for role, log in logs.items())
-    # it started twice and its second run rejoined and ended cleanly with the job (whether it still got
-    # steps depends on how far the chief, training alone meanwhile, had come)
-    assert logs["worker"].count("(TF_CONFIG)") == 2
-    assert logs["worker"].rstrip().endswith("the evaluator exports the best model and writes the report")
+    # each started twice and its second run rejoined and ended cleanly with the job (whether the worker
+    # still got steps depends on how far the others had come meanwhile)
+    for role in ("worker", "chief"):
+        assert logs[role].count("(TF_CONFIG)") == 2, role
+        assert logs[role].rstrip().endswith("the evaluator exports the best model and writes the report"), role
+    second_run = logs["chief"].split("(TF_CONFIG)")[-1]
+    restored = [int(step) for step in re.findall(r"Restoring parameters from \S*model\.ckpt-(\d+)", second_run)]
+    assert restored and restored[0] >= last_saved, second_run[:3000]
     check_outputs(out, logs, 600)
