@@ -40,12 +40,19 @@ def test_micro_batching_changes_no_answer_under_concurrency(trained):
     np.testing.assert_allclose(np.concatenate(results), np.stack(expected), atol=1e-5)
 
 
-def read_batches(input_fn, n_batches):
+def read_batches(input_fn, n_batches=None):
+    """The first `n_batches` batches (None: all of a finite input)."""
     from bert_in_a_flask.shared.tf_compat import tf
+    batches = []
     with tf.Graph().as_default():
         features, labels = tf.data.make_one_shot_iterator(input_fn()).get_next()
         with tf.Session() as session:
-            return [session.run((features, labels)) for _ in range(n_batches)]
+            while n_batches is None or len(batches) < n_batches:
+                try:
+                    batches.append(session.run((features, labels)))
+                except tf.errors.OutOfRangeError:
+                    break
+    return batches
 
 
 def write_records(tmp_path, n=200):
@@ -82,6 +89,9 @@ def test_bucketed_batches_are_padded_only_to_their_longest(tmp_path):
 def test_eval_input_sees_every_example_once(tmp_path):
     from bert_in_a_flask.training.records import input_fn_builder
     path, lengths = write_records(tmp_path, n=96)
-    batches = read_batches(input_fn_builder(path, batch_size=8, is_training=False, max_seq_length=32), 12)
+    batches = read_batches(input_fn_builder(path, batch_size=8, is_training=False, max_seq_length=32))
     seen = sorted(int(m.sum()) for batch, _ in batches for m in batch["input_mask"])
     assert seen == sorted(lengths)
+    for batch, _ in batches:  # bucketed as in training: little padding
+        real = batch["input_mask"].sum(axis=1)
+        assert batch["input_ids"].shape[1] == real.max() <= 1.1 * real.min() + 1

@@ -56,6 +56,7 @@ def test_export_loads_in_a_fresh_process_and_predicts(trained, tmp_path):
 
 
 def test_signature_takes_any_length_and_has_no_label_input(trained):
+    import tensorflow_text  # noqa: F401  (registers the ops of the export's serve_text signature)
     from bert_in_a_flask.shared.tf_compat import tf
     graph = tf.Graph()
     with graph.as_default(), tf.Session() as session:
