@@ -242,3 +242,27 @@ def test_no_module_or_test_edits_the_import_path():
                 if name.endswith(".py"):
                     with open(os.path.join(folder, name), encoding="utf-8") as handle:
                         assert needle not in handle.read(), name
+
+
+def test_progress_rate_leaves_out_the_step_that_saved_and_evaluated(caplog):
+    """The estimator's checkpoint hook saves, evaluates and exports inside a training step's
+    after_run; the examples/s line must not count that time as training."""
+    import collections
+    import logging
+    import re
+    import time
+    from bert_in_a_flask.shared.tf_compat import tf
+    from bert_in_a_flask.training.estimator import ProgressHook
+    hook = ProgressHook(batch_size=1, total_steps=100, every_n=10, checkpoint_every=5)
+    with tf.Graph().as_default():
+        tf.train.get_or_create_global_step()
+        hook.begin()
+    results = collections.namedtuple("RunValues", "results")
+    with caplog.at_level(logging.INFO, logger="bert_in_a_flask.training.estimator"):
+        for step in range(12):
+            hook.before_run(None)
+            time.sleep(0.5 if (step + 1) % 5 == 0 else 0.01)  # steps 5 and 10 end on a checkpoint
+            hook.after_run(None, results(step))
+    lines = [r.getMessage() for r in caplog.records if "examples/s" in r.getMessage()]
+    assert lines and lines[0].startswith("step 12/100")  # ten counted steps: 1-4, 6-9, 11, 12
+    assert float(re.search(r"([\d.]+) examples/s", lines[0]).group(1)) > 40  # ~100 unless the saves count

@@ -12,12 +12,15 @@ log = logging.getLogger(__name__)
 
 class ProgressHook(tf.train.SessionRunHook):
     """Logs one line every `every_n` steps: step, examples/s and the time left (the estimator
-    logs the loss). Only time inside training steps counts, so evaluations do not skew the rate.
+    logs the loss). Only time inside training steps counts, so evaluations do not skew the rate:
+    the estimator's checkpoint hook runs its `after_run` (a save, then an evaluation and export)
+    before ours, so a step that ends on a checkpoint (every `checkpoint_every`) is left out.
     """
 
-    def __init__(self, batch_size, total_steps, every_n):
+    def __init__(self, batch_size, total_steps, every_n, checkpoint_every=0):
         self._batch_size = batch_size
         self._total_steps, self._every_n = total_steps, every_n
+        self._checkpoint_every = checkpoint_every
 
     def begin(self):
         self._global_step = tf.train.get_global_step()
@@ -32,9 +35,10 @@ class ProgressHook(tf.train.SessionRunHook):
         global_step = run_values.results
         # Count runs ourselves: bert bumps the global step in the same run that reads it.
         self._step = global_step + 1 if self._step is None else self._step + 1
-        self._steps_since += 1
-        self._busy_since += time.perf_counter() - self._started
-        if self._steps_since >= self._every_n or self._step >= self._total_steps:
+        if not (self._checkpoint_every and self._step % self._checkpoint_every == 0):
+            self._steps_since += 1
+            self._busy_since += time.perf_counter() - self._started
+        if self._steps_since and (self._steps_since >= self._every_n or self._step >= self._total_steps):
             rate = self._steps_since / max(self._busy_since, 1e-9)
             eta = max(0, self._total_steps - self._step) / rate
             log.info("step %d/%d  %.1f examples/s  ETA %s", self._step, self._total_steps,
@@ -186,7 +190,7 @@ def build_estimator(*, model_fn, model_dir, config, devices, cluster=None):
 
 def train_and_evaluate(*, estimator, train_input_fn, eval_input_fn, exporter, max_steps, examples_per_step, config):
     """Train to `max_steps` (resuming from the newest checkpoint), evaluating every checkpoint."""
-    hooks = [ProgressHook(examples_per_step, max_steps, config.log_every_steps)]
+    hooks = [ProgressHook(examples_per_step, max_steps, config.log_every_steps, config.eval_every_steps)]
     if config.early_stopping_evals:
         hooks.append(tf.estimator.experimental.stop_if_no_decrease_hook(
             estimator, "eval_loss", max_steps_without_decrease=config.early_stopping_evals * config.eval_every_steps,
