@@ -99,13 +99,14 @@ def _parse_record(serialized):
 
 
 def bucket_boundaries(max_seq_length, shortest=4, growth=1.1):
-    """Bucket edges about 10 % apart (4, 5, ..., 13, 14, 15, 17, ..., 124 for 128): a batch of texts from one
-    bucket pads at most ~10 % on top of its shortest text. On the SO titles (mean 14 word pieces)
-    that keeps 98 % of a batch's positions real, where fixed 16-piece buckets kept 71 %."""
+    """Bucket edges about 10 % apart (4, 5, ..., 13, 14, 15, 17, ..., 124 for 128): a batch of
+    texts from one bucket pads at most ~10 % on top of its shortest text. On the SO titles (mean 14
+    word pieces) that keeps 98 % of a batch's positions real, where fixed 16-piece buckets kept 71 %."""
     edges, edge = [], float(shortest)
     while int(round(edge)) < max_seq_length:
-        if not edges or int(round(edge)) > edges[-1]:
-            edges.append(int(round(edge)))
+        rounded = int(round(edge))
+        if not edges or rounded > edges[-1]:  # short edges round to the same integer
+            edges.append(rounded)
         edge *= growth
     return edges
 
@@ -116,8 +117,9 @@ def input_fn_builder(record_file, *, batch_size, is_training, max_seq_length,
 
     Training shuffles and repeats. With `length_bucketing` batches hold texts of similar length
     (evaluation too: it sees each text once, in a different order, and its metrics are per-text
-    means, so only its time changes). `pad_to_max` pads every batch to max_seq_length: the original's way, kept for
-    benchmarks. `shard=(n, i)`: a training task of a cluster reads every n-th record from the i-th.
+    means, so only its time changes). `pad_to_max` pads every batch to max_seq_length: the
+    original's way, kept for benchmarks. `shard=(n, i)`: a training task of a cluster reads every
+    n-th record from the i-th.
     """
     seq_shape = [max_seq_length if pad_to_max else None]
     padded_shapes = ({"input_ids": seq_shape, "input_mask": seq_shape, "segment_ids": seq_shape}, [])
