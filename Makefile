@@ -58,7 +58,7 @@ help:
 # The project itself is installed editable (pyproject.toml): that is how every module finds the
 # bert_in_a_flask package, and where the bert-train, bert-predict, ... commands come from.
 $(VENV)/.installed-project: $(VENV)/.installed-$(notdir $(REQUIREMENTS)) pyproject.toml
-	$(VPY) -m pip install --quiet --no-deps -e .
+	$(VPY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 $(VENV)/.installed-$(notdir $(REQUIREMENTS)): $(REQUIREMENTS)
@@ -187,7 +187,7 @@ endif
 DEMO_DIR = models/demo
 DEMO_TRAIN = --data-file data/so_titles/train.csv --val-file data/so_titles/val.csv \
 	--test-file data/so_titles/test.csv --bert-dir $(DEMO_DIR)/pretrained --output-dir $(DEMO_DIR) \
-	--max-seq-length 64 --pooling mean --learning-rate 1e-4 --num-train-epochs 2 --eval-every-steps 375
+	--max-seq-length 64 --pooling mean --learning-rate 1e-4 --num-train-epochs 2 --eval-every-steps 750
 CURL_EXAMPLE = curl -s -H "Content-Type: application/json" --request POST --data \
 	'{"X": ["Why does my code keep throwing me null pointer exception?", "I wrote a loop that i cannot exit, what am I doing wrong?"]}' \
 	http://localhost:$(api_port)/predict

@@ -78,3 +78,48 @@ def test_replicas_clip_the_whole_batch_gradient_as_one_device_does():
     two = one_step_weights(["/cpu:0", "/cpu:1"])
     assert (one < 0).all()  # both weights step down: the mean gradient (2, 5) is positive
     np.testing.assert_allclose(two, one, atol=1e-6)
+
+
+def one_step_word_embeddings(devices):
+    """A word-embedding table after one AdamW step; replica r looks up rows r, r + 1 (one device: all)."""
+    from bert_in_a_flask.shared.tf_compat import tf
+    from bert_in_a_flask.training.optimization import create_train_op
+    graph = tf.Graph()
+    with graph.as_default():
+        ids = tf.constant([[0, 1], [1, 2]])
+        scale = tf.constant([[[3.0, -1.0], [0.5, 2.0]], [[-1.0, 4.0], [2.0, 2.0]]])
+
+        def step():
+            replica = tf.distribute.get_replica_context()
+            share = 2 // replica.num_replicas_in_sync
+            start = replica.replica_id_in_sync_group * share
+            table = tf.get_variable("bert/embeddings/word_embeddings", initializer=tf.reshape(tf.range(8.0), [4, 2]))
+            rows = tf.gather(table, ids[start:start + share])
+            loss = tf.reduce_mean(tf.reduce_sum(rows * scale[start:start + share], axis=[1, 2]))
+            return create_train_op(loss, 0.1, 10, 0)
+
+        if len(devices) > 1:
+            strategy = tf.distribute.MirroredStrategy(devices=devices)
+            with strategy.scope():
+                tf.train.get_or_create_global_step()
+                train_op = tf.group(strategy.experimental_local_results(
+                    strategy.extended.call_for_each_replica(step)))
+        else:
+            train_op = step()
+        table = [v for v in tf.global_variables() if "word_embeddings" in v.name and "adam" not in v.name][0]
+        with tf.Session(config=tf.ConfigProto(device_count={"CPU": 2})) as session:
+            session.run(tf.global_variables_initializer())
+            session.run(train_op)
+            return session.run(table)
+
+
+def test_replicas_update_the_word_embedding_rows_one_device_updates():
+    """One device gets the table's gradient sparse, replicas get it summed and dense: both update
+    rows 0-2 alike and leave row 3, which no replica looked up, as it was."""
+    import numpy as np
+    one = one_step_word_embeddings(["/cpu:0"])
+    two = one_step_word_embeddings(["/cpu:0", "/cpu:1"])
+    start = np.arange(8.0).reshape(4, 2)
+    assert (np.abs(one[:3] - start[:3]) > 0.05).all()
+    np.testing.assert_array_equal(one[3], start[3])
+    np.testing.assert_allclose(two, one, atol=1e-6)

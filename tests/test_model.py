@@ -65,6 +65,45 @@ def test_fused_adamw_step_is_berts_update_rule():
         np.testing.assert_allclose(got, want, rtol=5e-5, atol=1e-6)
 
 
+def word_embedding_steps(optimizer, lookup, steps=3):
+    """A 5 x 2 word-embedding table after `steps` AdamW steps of lr 0.1 on a loss over rows 1, 1, 3
+    and 4, where row 4 is looked up but masked out (like [PAD]: its gradient is 0)."""
+    with tf.Graph().as_default():
+        start = np.array([[1.0, 2.0], [0.5, -1.0], [3.0, 0.0], [-2.0, 1.0], [0.25, 0.75]], np.float32)
+        table = tf.get_variable("bert/embeddings/word_embeddings", initializer=tf.constant(start))
+        step = tf.placeholder(tf.float32, [])
+        rows = lookup(table, tf.constant([1, 1, 3, 4]))
+        weights = tf.constant([[3.0, -4.0], [1.0, 2.0], [-5.0, 0.5], [0.0, 0.0]]) * (step + 1.0)
+        gradient, = tf.gradients(tf.reduce_sum(rows * weights), [table])
+        train_op = optimizer.apply_gradients([(gradient, table)])
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            for i in range(steps):
+                session.run(train_op, {step: i})
+            return start, session.run(table)
+
+
+def test_a_step_updates_only_the_word_embedding_rows_the_batch_used():
+    """The word-embedding table takes bert's AdamW step on the rows whose gradient is not zero,
+    and the other rows (moments and weight decay included) stay as they were; a dense gradient
+    (as summed over replicas) gives the same step as the sparse one."""
+    from bert import optimization as bert_optimization
+    from bert_in_a_flask.training.optimization import ADAMW, ROWS_UPDATED_WHEN_USED, AdamWeightDecay
+
+    def ours():
+        return AdamWeightDecay(learning_rate=0.1, rows_updated_when_used=ROWS_UPDATED_WHEN_USED, **ADAMW)
+
+    start, sparse = word_embedding_steps(ours(), tf.gather)
+    _, dense = word_embedding_steps(ours(), lambda table, ids: tf.matmul(tf.one_hot(ids, 5), table))
+    _, berts = word_embedding_steps(bert_optimization.AdamWeightDecayOptimizer(learning_rate=0.1, **ADAMW), tf.gather)
+    used, unused = [1, 3], [0, 2, 4]
+    assert np.abs(sparse[used] - start[used]).min() > 0.1  # three steps of 0.1 really moved them
+    np.testing.assert_allclose(sparse[used], berts[used], rtol=5e-5, atol=1e-6)  # see the fused-kernel test
+    np.testing.assert_array_equal(sparse[unused], start[unused])
+    assert (berts[unused] != start[unused]).any(axis=1).all()  # bert's dense step decays every row
+    np.testing.assert_allclose(dense, sparse, rtol=1e-6, atol=1e-7)
+
+
 def test_bert_trains_with_matmuls_and_computes_what_tf_einsum_does(tiny_bert_dir):
     """On TF 2 the trainer gives bert's modeling TF 1.15's einsum (MatMul ops, faster gradients):
     no Einsum op is left in its graph, and the encoder's output is what the Einsum op gives."""

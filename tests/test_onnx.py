@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -94,7 +95,8 @@ def test_a_failed_conversion_keeps_the_savedmodel_and_serves_tf(export_copy, mon
     os.remove(os.path.join(export_copy, "model.onnx"))
     onnx_export.write_record(export_copy, {})
     before = sorted(os.listdir(export_copy))
-    monkeypatch.setattr(onnx_export, "run_tf2onnx", lambda export_dir, output: "Unsupported ops: MagicOp")
+    failing = [sys.executable, "-c", "print('converting'); print('Unsupported ops: MagicOp'); raise SystemExit(1)"]
+    monkeypatch.setattr(onnx_export, "tf2onnx_command", lambda export_dir, output: failing)
     with caplog.at_level(logging.WARNING):
         assert onnx_export.convert(export_copy) is None
     assert "conversion of %s failed (Unsupported ops: MagicOp); the SavedModel is unchanged" % export_copy in caplog.text

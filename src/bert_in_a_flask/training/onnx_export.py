@@ -22,6 +22,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
@@ -43,49 +44,75 @@ OPSET = 13            # understood by onnxruntime 1.10 (the newest for TF 1.15's
 def convert(export_dir, texts=(), seed=0, labels=None, quantize="none"):
     """Convert and verify one export; returns its new `onnx` record (None when conversion failed).
     `quantize="int8"` also writes the int8 copy, judged on `texts` against their `labels`."""
-    from ..serving.backends import OnnxBackend
-    from ..serving.predictor import Predictor
-
-    export_dir = resolve_export(export_dir)
-    tmp = os.path.join(export_dir, "%s.tmp-%d" % (ONNX_FILE, os.getpid()))
+    conversion = Conversion(export_dir)
     try:
-        converter = tf2onnx_version()
-        if converter is None:
-            log.warning("onnx: tf2onnx is not installed; %s is served with TensorFlow", export_dir)
-            return None
-        error = run_tf2onnx(export_dir, tmp)
-        if error:
-            log.warning("onnx: conversion of %s failed (%s); the SavedModel is unchanged", export_dir, error)
-            return None
-        reference = Predictor(export_dir, backend="tf")
-        id_lists, verified_on = verification_inputs(reference, texts, seed)
-        expected = reference.forward_sorted(id_lists)
-        reference.close()  # the TF session is done; free it before onnxruntime loads the copy
-        reference.backend = OnnxBackend(tmp)  # the same batching, padding and order, on onnxruntime
-        got = reference.forward_sorted(id_lists)
-        reference.close()
-        record = {
-            "file": ONNX_FILE, "sha256": file_sha256(tmp), "opset": OPSET, "converter": "tf2onnx " + converter,
-            "n_texts": len(id_lists), "verified_on": verified_on,
-            "max_abs_diff": float(np.abs(got - expected).max()),
-            "label_agreement": float((got.argmax(axis=1) == expected.argmax(axis=1)).mean()),
-        }
-        record["verified"] = record["max_abs_diff"] <= MAX_ABS_DIFF
-        if record["verified"]:
-            os.replace(tmp, os.path.join(export_dir, ONNX_FILE))
-            if quantize == "int8":
-                record["int8"] = quantize_int8(export_dir, reference, texts, labels)
-        else:
-            log.warning("onnx: %s disagrees with the SavedModel (max |dp| %.2g > %g); not kept",
-                        export_dir, record["max_abs_diff"], MAX_ABS_DIFF)
-        write_record(export_dir, record)
-        log.info("onnx: %s/%s %s: max |dp| %.2g, labels agree on %.2f%% of %d inputs (%s)", export_dir, ONNX_FILE,
-                 "verified" if record["verified"] else "rejected", record["max_abs_diff"],
-                 100 * record["label_agreement"], record["n_texts"], verified_on)
-        return record
+        return conversion.finish(texts, seed=seed, labels=labels, quantize=quantize)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        conversion.cancel()
+
+
+class Conversion(object):
+    """One export's conversion: tf2onnx starts in its own process at once (half a minute, mostly
+    one core), so the caller can do other work meanwhile; `finish` verifies and records the file."""
+
+    def __init__(self, export_dir):
+        self.export_dir = resolve_export(export_dir)
+        self.tmp = os.path.join(self.export_dir, "%s.tmp-%d" % (ONNX_FILE, os.getpid()))
+        self.converter = tf2onnx_version()
+        self.process = None if self.converter is None else start_tf2onnx(self.export_dir, self.tmp)
+
+    def finish(self, texts=(), seed=0, labels=None, quantize="none"):
+        """The `onnx` record (None when conversion failed), after the file was checked against the
+        SavedModel on `texts` and kept or deleted."""
+        from ..serving.backends import OnnxBackend
+        from ..serving.predictor import Predictor
+
+        export_dir, tmp = self.export_dir, self.tmp
+        try:
+            if self.process is None:
+                log.warning("onnx: tf2onnx is not installed; %s is served with TensorFlow", export_dir)
+                return None
+            # The SavedModel's answers first: they run while tf2onnx is still converting.
+            reference = Predictor(export_dir, backend="tf")
+            id_lists, verified_on = verification_inputs(reference, texts, seed)
+            expected = reference.forward_sorted(id_lists)
+            reference.close()  # the TF session is done; free it before onnxruntime loads the copy
+            error = wait_for_tf2onnx(self.process, tmp)
+            if error:
+                log.warning("onnx: conversion of %s failed (%s); the SavedModel is unchanged", export_dir, error)
+                return None
+            reference.backend = OnnxBackend(tmp)  # the same batching, padding and order, on onnxruntime
+            got = reference.forward_sorted(id_lists)
+            reference.close()
+            record = {
+                "file": ONNX_FILE, "sha256": file_sha256(tmp), "opset": OPSET, "converter": "tf2onnx " + self.converter,
+                "n_texts": len(id_lists), "verified_on": verified_on,
+                "max_abs_diff": float(np.abs(got - expected).max()),
+                "label_agreement": float((got.argmax(axis=1) == expected.argmax(axis=1)).mean()),
+            }
+            record["verified"] = record["max_abs_diff"] <= MAX_ABS_DIFF
+            if record["verified"]:
+                os.replace(tmp, os.path.join(export_dir, ONNX_FILE))
+                if quantize == "int8":
+                    record["int8"] = quantize_int8(export_dir, reference, texts, labels)
+            else:
+                log.warning("onnx: %s disagrees with the SavedModel (max |dp| %.2g > %g); not kept",
+                            export_dir, record["max_abs_diff"], MAX_ABS_DIFF)
+            write_record(export_dir, record)
+            log.info("onnx: %s/%s %s: max |dp| %.2g, labels agree on %.2f%% of %d inputs (%s)", export_dir,
+                     ONNX_FILE, "verified" if record["verified"] else "rejected", record["max_abs_diff"],
+                     100 * record["label_agreement"], record["n_texts"], verified_on)
+            return record
+        finally:
+            self.cancel()
+
+    def cancel(self):
+        """Stop tf2onnx if it still runs and delete the unverified file (after finish: nothing left)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
 
 
 def quantize_int8(export_dir, predictor, texts, labels):
@@ -132,16 +159,29 @@ def tf2onnx_version():
     return tf2onnx.__version__
 
 
-def run_tf2onnx(export_dir, output):
-    """tf2onnx in its own process (it imports and rewrites TF graphs; keep that out of ours).
-    Returns None, or the last line it printed when it failed."""
-    command = [sys.executable, "-m", "bert_in_a_flask.training.onnx_export", "--tf2onnx-in-this-process",
-               export_dir, output]
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
-    if result.returncode == 0 and os.path.isfile(output):
+def tf2onnx_command(export_dir, output):
+    return [sys.executable, "-m", "bert_in_a_flask.training.onnx_export", "--tf2onnx-in-this-process",
+            export_dir, output]
+
+
+def start_tf2onnx(export_dir, output):
+    """tf2onnx in its own process (it imports and rewrites TF graphs; keep that out of ours)."""
+    command = tf2onnx_command(export_dir, output)
+    printed = tempfile.TemporaryFile(mode="w+")  # not a pipe: nobody reads it until the process ends
+    process = subprocess.Popen(command, stdout=printed, stderr=subprocess.STDOUT, universal_newlines=True)
+    process.printed = printed
+    return process
+
+
+def wait_for_tf2onnx(process, output):
+    """None once `output` is written, or the last line tf2onnx printed when it failed."""
+    process.wait()
+    with process.printed:
+        process.printed.seek(0)
+        lines = [line for line in process.printed.read().splitlines() if line.strip()]
+    if process.returncode == 0 and os.path.isfile(output):
         return None
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "exit code %d" % result.returncode
+    return lines[-1].strip() if lines else "exit code %d" % process.returncode
 
 
 def frozen_serving_default(export_dir):
