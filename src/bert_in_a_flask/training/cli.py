@@ -151,7 +151,7 @@ def run(config):
     from .export import AssetsWriter, export_config_for, name_signatures, serving_input_receiver_fn_builder
     from .exporter import BestCheckpointsExporter
     from .model import model_fn_builder
-    from .report import tfidf_svm_baseline, write_report
+    from .report import write_report
 
     # Every check first; nothing is deleted or written until they all passed.
     base = pretrained.load(config.bert_dir, config.max_seq_length)
@@ -218,15 +218,16 @@ def run(config):
         from .onnx_export import Conversion
         conversion = Conversion(best["export_dir"])  # tf2onnx converts in its own process meanwhile
     try:
-        baseline = None if config.skip_report else tfidf_svm_baseline(splits.train, splits.test)
+        if not config.skip_report:  # the SavedModel's own answers, computed while tf2onnx runs on one core
+            predictor = Predictor(best["export_dir"], backend="tf")
+            write_report(predictor, splits, paths["report"])
+            predictor.close()
         if conversion is not None:
             conversion.finish(texts=list(splits.val["text"]), labels=list(splits.val["label"]), seed=config.seed,
                               quantize=config.quantize)
     finally:
         if conversion is not None:
             conversion.cancel()
-    if not config.skip_report:  # after the conversion: the verified ONNX copy computes it
-        write_report(Predictor(best["export_dir"]), splits, paths["report"], baseline_accuracy=baseline)
     return best
 
 

@@ -33,25 +33,21 @@ UTF8_BYTES_PER_CHAR = 4
 
 
 def all_characters():
-    return (chr(code) for code in range(sys.maxunicode + 1) if not 0xD800 <= code < 0xE000)
+    return tuple(chr(code) for code in range(sys.maxunicode + 1) if not 0xD800 <= code < 0xE000)
 
 
-def char_class(predicate):
+def char_class(predicate, chars):
     """An RE2 character class of every character for which `predicate` holds, spelled out as ranges.
     The classes come from bert's own predicates on this Python's Unicode tables (those training used):
     RE2's own \\p{..} tables are newer (TF 2.15 knows Unicode 15, Python 3.11 14) and would disagree
     on the characters assigned in between."""
-    ranges, start, previous = [], None, None
-    for char in all_characters():
-        code = ord(char)
-        if predicate(char):
-            if start is None or code != previous + 1:
-                if start is not None:
-                    ranges.append((start, previous))
-                start = code
-            previous = code
-    if start is not None:
-        ranges.append((start, previous))
+    codes = [ord(char) for char in filter(predicate, chars)]  # `chars`: all_characters(), made once
+    ranges = []
+    for code in codes:
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
     return "[%s]" % "".join("\\x{%X}" % a if a == b else "\\x{%X}-\\x{%X}" % (a, b) for a, b in ranges)
 
 
@@ -59,14 +55,15 @@ def char_class(predicate):
 def bert_char_classes():
     """The RE2 classes of bert's BasicTokenizer steps (see the module docstring)."""
     basic = tokenization.BasicTokenizer(do_lower_case=True)
+    chars = all_characters()
     return {
         # _clean_text: dropped (NUL, U+FFFD, _is_control: Cc and Cf but tab, newline, CR) and made ' ' (_is_whitespace)
-        "dropped": char_class(lambda c: c in "\x00\ufffd" or tokenization._is_control(c)),
-        "whitespace": char_class(tokenization._is_whitespace),
-        "cjk": char_class(lambda c: basic._is_chinese_char(ord(c))),
-        "accent": char_class(lambda c: unicodedata.category(c) == "Mn"),  # _run_strip_accents
-        "punctuation": char_class(tokenization._is_punctuation),
-        "split": char_class(str.isspace),  # whitespace_tokenize is str.split()
+        "dropped": char_class(lambda c: c in "\x00\ufffd" or tokenization._is_control(c), chars),
+        "whitespace": char_class(tokenization._is_whitespace, chars),
+        "cjk": char_class(lambda c: basic._is_chinese_char(ord(c)), chars),
+        "accent": char_class(lambda c: unicodedata.category(c) == "Mn", chars),  # _run_strip_accents
+        "punctuation": char_class(tokenization._is_punctuation, chars),
+        "split": char_class(str.isspace, chars),  # whitespace_tokenize is str.split()
     }
 
 
@@ -92,8 +89,7 @@ def lower_case_fixups():
     """(character, Python's lower case of it) wherever TensorFlow's `strings.lower` says otherwise.
     TF 1.15's ICU maps 28 characters wrongly ('ẞ' -> 'Ṿ', Greek capitals with prosgegrammeni); TF 2.15's
     predates 40 letters that Python 3.11 knows. Measured here, once per process, over every character."""
-    chars = [chr(code) for code in range(sys.maxunicode + 1) if not 0xD800 <= code < 0xE000]
-    cased = [char for char in chars if char.lower() != char]
+    cased = [char for char in all_characters() if char.lower() != char]
     with tf.Graph().as_default(), tf.Session() as session:
         lowered = session.run(tf.strings.lower([char.encode("utf-8") for char in cased], encoding="utf-8"))
     return tuple((char, char.lower()) for char, got in zip(cased, lowered) if got.decode("utf-8") != char.lower())
