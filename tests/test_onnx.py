@@ -104,6 +104,19 @@ def test_a_failed_conversion_keeps_the_savedmodel_and_serves_tf(export_copy, mon
     assert Predictor(export_copy).backend_name == "tf"
 
 
+def test_a_conversion_given_up_midway_leaves_no_process_and_no_file(export_copy):
+    """The trainer writes the report while tf2onnx converts; if that fails, the conversion is
+    stopped: its process ends and neither a temp file nor a model.onnx is left."""
+    from bert_in_a_flask.training import onnx_export
+    os.remove(os.path.join(export_copy, "model.onnx"))
+    before = sorted(os.listdir(export_copy))
+    conversion = onnx_export.Conversion(export_copy)
+    assert conversion.process.poll() is None  # still converting
+    conversion.cancel()
+    assert conversion.process.returncode is not None
+    assert sorted(os.listdir(export_copy)) == before
+
+
 def test_a_conversion_that_disagrees_is_not_kept_and_never_served(export_copy, monkeypatch):
     from bert_in_a_flask.training import onnx_export
     monkeypatch.setattr(onnx_export, "MAX_ABS_DIFF", 0.0)  # any float difference at all now disagrees

@@ -108,9 +108,11 @@ class Conversion(object):
 
     def cancel(self):
         """Stop tf2onnx if it still runs and delete the unverified file (after finish: nothing left)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self.process.printed.close()
         if os.path.exists(self.tmp):
             os.remove(self.tmp)
 

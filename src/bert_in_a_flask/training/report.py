@@ -64,14 +64,16 @@ def plot_confusion_matrix(y_true, y_pred, labels, path):
     plt.close(fig)
 
 
-def write_report(predictor, splits, report_dir):
-    """Evaluate the export on the test split and write the report files; returns the metrics."""
+def write_report(predictor, splits, report_dir, baseline_accuracy=None):
+    """Evaluate the export on the test split and write the report files; returns the metrics.
+    `baseline_accuracy`: tfidf_svm_baseline's, when the caller computed it already."""
     os.makedirs(report_dir, exist_ok=True)
     label_ids = {label: i for i, label in enumerate(predictor.labels)}
     y_true = np.array([label_ids[label] for label in splits.test["label"]])
     probabilities = predictor.predict_proba(list(splits.test["text"]))
     metrics = classification_metrics(y_true, probabilities, predictor.labels)
-    metrics["tfidf_svm_accuracy"] = tfidf_svm_baseline(splits.train, splits.test)
+    metrics["tfidf_svm_accuracy"] = (tfidf_svm_baseline(splits.train, splits.test) if baseline_accuracy is None
+                                     else baseline_accuracy)
     metrics["export_dir"] = predictor.export_dir
     metrics["counts"] = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}
     save_json(metrics, os.path.join(report_dir, "metrics.json"))
