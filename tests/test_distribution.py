@@ -41,21 +41,19 @@ def test_amp_and_xla_path_trains(tiny_bert_dir, tiny_csv, tmp_path):
 CLIPPED_EXAMPLES = [[10.0, 10.0], [-6.0, 0.0]]
 
 
-def one_step_weights(devices):
-    """The variable `w` after one AdamW step on a linear loss over CLIPPED_EXAMPLES."""
+def after_one_step(devices, loss_of_share, name):
+    """The variable `name` after one AdamW step (create_train_op) on two examples: on one device,
+    or split between mirrored replicas, each taking `loss_of_share(start, share)` of its share."""
     from bert_in_a_flask.shared.tf_compat import tf
     from bert_in_a_flask.training.optimization import create_train_op
     graph = tf.Graph()
     with graph.as_default():
-        data = tf.constant(CLIPPED_EXAMPLES, tf.float32)
 
         def step():
             replica = tf.distribute.get_replica_context()
-            share = len(CLIPPED_EXAMPLES) // replica.num_replicas_in_sync
+            share = 2 // replica.num_replicas_in_sync
             start = replica.replica_id_in_sync_group * share
-            w = tf.get_variable("w", [2], initializer=tf.zeros_initializer())
-            loss = tf.reduce_mean(tf.reduce_sum(data[start:start + share] * w, axis=1))
-            return create_train_op(loss, 0.1, 10, 0)
+            return create_train_op(loss_of_share(start, share), 0.1, 10, 0)
 
         if len(devices) > 1:
             strategy = tf.distribute.MirroredStrategy(devices=devices)
@@ -65,11 +63,23 @@ def one_step_weights(devices):
                     strategy.extended.call_for_each_replica(step)))
         else:
             train_op = step()
-        w = [v for v in tf.global_variables() if v.name.startswith("w")][0]
+        variable = [v for v in tf.global_variables() if v.name == name + ":0"][0]
         with tf.Session(config=tf.ConfigProto(device_count={"CPU": 2})) as session:
             session.run(tf.global_variables_initializer())
             session.run(train_op)
-            return session.run(w)
+            return session.run(variable)
+
+
+def one_step_weights(devices):
+    """The variable `w` after one AdamW step on a linear loss over CLIPPED_EXAMPLES."""
+    from bert_in_a_flask.shared.tf_compat import tf
+
+    def loss(start, share):
+        w = tf.get_variable("w", [2], initializer=tf.zeros_initializer())
+        data = tf.constant(CLIPPED_EXAMPLES, tf.float32)
+        return tf.reduce_mean(tf.reduce_sum(data[start:start + share] * w, axis=1))
+
+    return after_one_step(devices, loss, "w")
 
 
 def test_replicas_clip_the_whole_batch_gradient_as_one_device_does():
@@ -83,34 +93,16 @@ def test_replicas_clip_the_whole_batch_gradient_as_one_device_does():
 def one_step_word_embeddings(devices):
     """A word-embedding table after one AdamW step; replica r looks up rows r, r + 1 (one device: all)."""
     from bert_in_a_flask.shared.tf_compat import tf
-    from bert_in_a_flask.training.optimization import create_train_op
-    graph = tf.Graph()
-    with graph.as_default():
+    name = "bert/embeddings/word_embeddings"
+
+    def loss(start, share):
+        table = tf.get_variable(name, initializer=tf.reshape(tf.range(8.0), [4, 2]))
         ids = tf.constant([[0, 1], [1, 2]])
         scale = tf.constant([[[3.0, -1.0], [0.5, 2.0]], [[-1.0, 4.0], [2.0, 2.0]]])
+        rows = tf.gather(table, ids[start:start + share])
+        return tf.reduce_mean(tf.reduce_sum(rows * scale[start:start + share], axis=[1, 2]))
 
-        def step():
-            replica = tf.distribute.get_replica_context()
-            share = 2 // replica.num_replicas_in_sync
-            start = replica.replica_id_in_sync_group * share
-            table = tf.get_variable("bert/embeddings/word_embeddings", initializer=tf.reshape(tf.range(8.0), [4, 2]))
-            rows = tf.gather(table, ids[start:start + share])
-            loss = tf.reduce_mean(tf.reduce_sum(rows * scale[start:start + share], axis=[1, 2]))
-            return create_train_op(loss, 0.1, 10, 0)
-
-        if len(devices) > 1:
-            strategy = tf.distribute.MirroredStrategy(devices=devices)
-            with strategy.scope():
-                tf.train.get_or_create_global_step()
-                train_op = tf.group(strategy.experimental_local_results(
-                    strategy.extended.call_for_each_replica(step)))
-        else:
-            train_op = step()
-        table = [v for v in tf.global_variables() if "word_embeddings" in v.name and "adam" not in v.name][0]
-        with tf.Session(config=tf.ConfigProto(device_count={"CPU": 2})) as session:
-            session.run(tf.global_variables_initializer())
-            session.run(train_op)
-            return session.run(table)
+    return after_one_step(devices, loss, name)
 
 
 def test_replicas_update_the_word_embedding_rows_one_device_updates():

@@ -44,11 +44,7 @@ OPSET = 13            # understood by onnxruntime 1.10 (the newest for TF 1.15's
 def convert(export_dir, texts=(), seed=0, labels=None, quantize="none"):
     """Convert and verify one export; returns its new `onnx` record (None when conversion failed).
     `quantize="int8"` also writes the int8 copy, judged on `texts` against their `labels`."""
-    conversion = Conversion(export_dir)
-    try:
-        return conversion.finish(texts, seed=seed, labels=labels, quantize=quantize)
-    finally:
-        conversion.cancel()
+    return Conversion(export_dir).finish(texts, seed=seed, labels=labels, quantize=quantize)  # finish cleans up
 
 
 class Conversion(object):
