@@ -157,7 +157,7 @@ NUMERIC_FLAGS = {
                  "--save-summary-steps", "--log-every-steps", "--keep-checkpoint-max", "--max-seq-length"],
     "bert_in_a_flask.serving.predict_cli": ["--chunk-size", "--max-batch-size"],
     "bert_in_a_flask.tools.loadtest": ["--clients", "--requests"],
-    "bert_in_a_flask.tools.bench": ["--train-steps", "--requests", "--clients", "--per-client", "--rss-requests"],
+    "bert_in_a_flask.tools.bench": ["--turns", "--turn-seconds", "--train-steps", "--requests", "--clients", "--per-client", "--rss-requests"],
     "bert_in_a_flask.tools.start_api": ["--port", "--timeout"],
 }
 NON_NEGATIVE_FLAGS = {"bert_in_a_flask.training.cli": ["--max-steps", "--seed", "--early-stopping-evals", "--intra-op-threads",

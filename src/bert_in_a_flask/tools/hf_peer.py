@@ -8,6 +8,9 @@ nothing of this project. Prints one JSON line:
 
     python hf_peer.py --model-dir <folder with config.json, model.safetensors, vocab.txt>
                       --titles test.csv --train-file train.csv [--train-steps 45]
+
+With --print-steps (and no --titles) it only trains, printing "step N" after each step, for the
+bench's turn-taking timer (interleave.py), which pauses it and stops it.
 """
 import argparse
 import csv
@@ -52,7 +55,7 @@ def forward_rates(model, tokenizer, titles, batch_size):
     return rate, statistics.median(times)
 
 
-def trainer_rate(model_dir, tokenizer, train_file, steps, batch_size):
+def trainer_rate(model_dir, tokenizer, train_file, steps, batch_size, print_steps=False):
     """examples/s of transformers' Trainer after the first third of the steps (warm-up)."""
     import torch
     from transformers import (AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer,
@@ -63,11 +66,15 @@ def trainer_rate(model_dir, tokenizer, train_file, steps, batch_size):
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=len(names))
     encoded = [dict(tokenizer(text, truncation=True, max_length=128), labels=names.index(label))
                for text, label in zip(texts[:steps * batch_size], labels[:steps * batch_size])]
+    if print_steps:
+        encoded = encoded[:len(encoded) - len(encoded) % batch_size]  # full batches only: steps/s x batch = examples/s
     marks = {}
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             marks[state.global_step] = time.perf_counter()
+            if print_steps:
+                print("step %d" % state.global_step, flush=True)
 
     arguments = TrainingArguments(output_dir="/tmp/hf-peer-trainer", per_device_train_batch_size=batch_size,
                                   max_steps=steps, learning_rate=1e-4, report_to=[], save_strategy="no",
@@ -83,11 +90,12 @@ def trainer_rate(model_dir, tokenizer, train_file, steps, batch_size):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", required=True)
-    parser.add_argument("--titles", required=True)
+    parser.add_argument("--titles", default=None)
     parser.add_argument("--train-file", default=None)
     parser.add_argument("--train-steps", type=int, default=45)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--print-steps", action="store_true")
     args = parser.parse_args()
 
     import torch
@@ -95,13 +103,14 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=20).eval()
-    rate, one_ms = forward_rates(model, tokenizer, read_csv(args.titles), args.batch_size)
-    result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "forward_titles_per_s": rate,
-              "one_title_p50_ms": one_ms}
+    result = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    if args.titles:
+        model = AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=20).eval()
+        result["forward_titles_per_s"], result["one_title_p50_ms"] = forward_rates(
+            model, tokenizer, read_csv(args.titles), args.batch_size)
     if args.train_file:
         result["train_examples_per_s"] = trainer_rate(args.model_dir, tokenizer, args.train_file,
-                                                      args.train_steps, args.batch_size)
+                                                      args.train_steps, args.batch_size, args.print_steps)
     print(json.dumps(result))
 
 
