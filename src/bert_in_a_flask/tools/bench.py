@@ -69,10 +69,15 @@ ENDLESS_STEPS = 100000
 BATCH_SIZE = 32  # the trainer's default and the peer's
 
 
+GEMM_ENGINES = ("numpy", "tf")
+
+
 def trainers_in_turns(bert_dir, data_dir, work, compare_runtime, peer, rounds, slice_s):
-    """{name: examples/s}, every trainer timed in turns with the others in one run: "padded" and
-    "bucketed" (this runtime), "other-runtime" (bucketed, with --compare-runtime) and "hf" (when
-    the peer's venv is there: `peer` is hf_peer_setup's (python, model dir))."""
+    """Every trainer and the GEMM ceiling, timed in turns in one run: {name: examples/s} for
+    "padded" and "bucketed" (this runtime), "other-runtime" (bucketed, with --compare-runtime) and
+    "hf" (when the peer's venv is there: `peer` is hf_peer_setup's (python, model dir)), and
+    {"gemm-numpy"/"gemm-tf": GFLOP/s} (gemm.py, in this runtime)."""
+    from . import gemm
     from .interleave import Contender, interleaved_rates
 
     def ours(name, python, extra):
@@ -88,11 +93,14 @@ def trainers_in_turns(bert_dir, data_dir, work, compare_runtime, peer, rounds, s
                                                                 "hf_peer.py"), "--model-dir", model_dir,
                                            "--train-file", os.path.join(data_dir, "train.csv"), "--train-steps",
                                            str(ENDLESS_STEPS), "--print-steps"]))
+    contenders += [Contender("gemm-" + engine, [sys.executable, "-m", "bert_in_a_flask.tools.gemm", engine],
+                             env=trainer_env()) for engine in GEMM_ENGINES]
     try:
         rates = interleaved_rates(contenders, slice_s=slice_s, rounds=rounds)
     except RuntimeError as error:
         sys.exit("a timed trainer failed: %s" % error)
-    return {name: steps_per_s * BATCH_SIZE for name, steps_per_s in rates.items()}
+    return {name: steps_per_s * (gemm.flops_per_step(1024) / 1e9 if name.startswith("gemm-") else BATCH_SIZE)
+            for name, steps_per_s in rates.items()}
 
 
 def latencies_ms(url, texts, n):
@@ -135,18 +143,6 @@ def original_way_ms(export_dir, texts, max_seq_length):
             predictor.forward_batch([x], width=max_seq_length)
         runs.append((time.perf_counter() - started) * 1000.0)
     return float(np.median(runs))
-
-
-def gemm_gflops(n=1024, repeats=10):
-    """This machine's float32 matrix-multiply speed (numpy's BLAS): the ceiling the model's FLOPs meet."""
-    a, b = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - started)
-    return 2.0 * n ** 3 / best / 1e9
 
 
 def flops_per_word_piece(bert_config):
@@ -424,9 +420,12 @@ def main(argv=None):
         rates["other-runtime-tf"] = sh([args.compare_runtime, "-c", "import tensorflow as tf; print(tf.__version__)"],
                                        env=trainer_env()).stdout.split()[-1]
     from . import step_profile
-    gflops = gemm_gflops()  # measured once: both ceilings divide it
+    gflops = max(rates["gemm-" + engine] for engine in GEMM_ENGINES)  # both ceilings divide it
     train_ceiling = train_ceiling_examples_per_s(bert_dir, data_dir, gflops)
     rows = training_rows(rates, train_ceiling, args.turns, args.turn_seconds)
+    rows.append(("GEMM GFLOP/s, 1024 x 1024 float32: %s" % " / ".join(GEMM_ENGINES),
+                 " / ".join("%.0f" % rates["gemm-" + engine] for engine in GEMM_ENGINES),
+                 "the faster is the ceiling; timed in the same turns as the trainers"))
     if isinstance(peer, str):
         rows.append(("HF Trainer (PyTorch, same model)", "-", peer))
     rows += step_profile.rows(*step_profile.profile(bert_dir, os.path.join(data_dir, "train.csv")))
