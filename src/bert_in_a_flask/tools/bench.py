@@ -78,7 +78,7 @@ def trainers_in_turns(bert_dir, data_dir, work, compare_runtime, peer, rounds, s
     "hf" (when the peer's venv is there: `peer` is hf_peer_setup's (python, model dir)), and
     {"gemm-numpy"/"gemm-tf": GFLOP/s} (gemm.py, in this runtime)."""
     from . import gemm
-    from .interleave import Contender, interleaved_rates
+    from .interleave import Contender, interleaved_turns, rate
 
     def ours(name, python, extra):
         return Contender(name, trainer_command(python, bert_dir, data_dir, os.path.join(work, "turns-" + name),
@@ -96,11 +96,27 @@ def trainers_in_turns(bert_dir, data_dir, work, compare_runtime, peer, rounds, s
     contenders += [Contender("gemm-" + engine, [sys.executable, "-m", "bert_in_a_flask.tools.gemm", engine],
                              env=trainer_env()) for engine in GEMM_ENGINES]
     try:
-        rates = interleaved_rates(contenders, slice_s=slice_s, rounds=rounds)
+        turns = interleaved_turns(contenders, slice_s=slice_s, rounds=rounds)
     except RuntimeError as error:
         sys.exit("a timed trainer failed: %s" % error)
-    return {name: steps_per_s * (gemm.flops_per_step(1024) / 1e9 if name.startswith("gemm-") else BATCH_SIZE)
-            for name, steps_per_s in rates.items()}
+
+    def unit(name):
+        return gemm.flops_per_step(1024) / 1e9 if name.startswith("gemm-") else BATCH_SIZE
+    return Turns({name: rate(taken) * unit(name) for name, taken in turns.items()},
+                 {name: [rate([turn]) * unit(name) for turn in taken] for name, taken in turns.items()})
+
+
+class Turns(object):
+    """Rates from trainers_in_turns: `overall[name]`, over all turns, and `by_round[name]`, one per
+    round (a round's turns follow each other within a minute or two)."""
+
+    def __init__(self, overall, by_round):
+        self.overall, self.by_round = overall, by_round
+
+    def ratio(self, a, b):
+        """"1.63x (rounds 1.50-1.71)": a's rate over b's, overall and the spread of the rounds'."""
+        rounds = [x / y for x, y in zip(self.by_round[a], self.by_round[b])]
+        return "%.2fx (rounds %.2f-%.2f)" % (self.overall[a] / self.overall[b], min(rounds), max(rounds))
 
 
 def latencies_ms(url, texts, n):
@@ -343,32 +359,32 @@ def micro_batching_with_wrk(export_dir, title, logs, work, clients=(1, 4, 16, 64
             for n in clients]
 
 
-def training_rows(rates, train_ceiling, turns, turn_seconds):
-    """The trainers timed in turns (`rates`: trainers_in_turns's), as the issues' targets put them."""
+def training_rows(timed, other_tf, train_ceiling, turns, turn_seconds):
+    """The trainers timed in turns (`timed`: trainers_in_turns's Turns), as the issues' targets put
+    them; `other_tf`: the other runtime's TF version, when it was timed."""
     from ..shared.tf_compat import TF_VERSION
-    how = "timed in turns: %d x ~%.0f s each" % (turns, turn_seconds)
-    padded, bucketed = rates["padded"], rates["bucketed"]
-    rows = [("train examples/s, padded to 128 (original), TF %s" % TF_VERSION, "%.1f" % padded, how),
-            ("train examples/s, length-bucketed, TF %s" % TF_VERSION, "%.1f" % bucketed,
-             "%.1fx padded (target >= 4x)" % (bucketed / padded))]
-    by_runtime = {TF_VERSION: bucketed}
-    if "other-runtime" in rates:
-        other_tf = rates["other-runtime-tf"]
-        by_runtime[other_tf] = rates["other-runtime"]
-        tf1, tf2 = sorted(by_runtime)  # "1.15.5" < "2.15.1"
+    rates = timed.overall
+    rows = [("train examples/s, padded to 128 (original), TF %s" % TF_VERSION, "%.1f" % rates["padded"],
+             "timed in turns: %d x ~%.0f s each" % (turns, turn_seconds)),
+            ("train examples/s, length-bucketed, TF %s" % TF_VERSION, "%.1f" % rates["bucketed"],
+             "%s padded (target >= 4x)" % timed.ratio("bucketed", "padded"))]
+    runtimes = {TF_VERSION: "bucketed"}  # TF version: its trainer's name in `timed`
+    if other_tf:
+        runtimes[other_tf] = "other-runtime"
+        tf1, tf2 = sorted(runtimes)  # "1.15.5" < "2.15.1"
         rows.append(("train examples/s, length-bucketed, TF %s" % other_tf, "%.1f" % rates["other-runtime"],
-                     "TF %s / TF %s: %.2fx (target: TF 2.15 no slower than TF 1.15)"
-                     % (tf2, tf1, by_runtime[tf2] / by_runtime[tf1])))
+                     "TF %s / TF %s: %s (target: TF 2.15 no slower than TF 1.15)"
+                     % (tf2, tf1, timed.ratio(runtimes[tf2], runtimes[tf1]))))
     rows.append(("train ceiling: GEMM GFLOP/s / (3 x FLOPs per word piece x pieces per title), examples/s",
-                 "%.0f" % train_ceiling, "this trainer at %.0f%% of it" % (100 * bucketed / train_ceiling)))
+                 "%.0f" % train_ceiling, "this trainer at %.0f%% of it" % (100 * rates["bucketed"] / train_ceiling)))
     if "hf" not in rates:
         return rows
     rows.append(("train examples/s: HF Trainer (dynamic padding), batch 32", "%.1f" % rates["hf"],
                  "%.0f%% of the ceiling" % (100 * rates["hf"] / train_ceiling)))
-    for tf_version, rate in sorted(by_runtime.items()):
+    for tf_version, name in sorted(runtimes.items()):
         default = tf_version.startswith("1.")  # TF 1.15 is the user's runtime
         rows.append(("train examples/s: this trainer (bucketed, TF %s) / HF Trainer" % tf_version,
-                     "%.2fx" % (rate / rates["hf"]), "target >= 1.5x on this, the default runtime" if default else ""))
+                     timed.ratio(name, "hf"), "target >= 1.5x on this, the default runtime" if default else ""))
     return rows
 
 
@@ -392,9 +408,9 @@ def peer_rows(peer, through_http, ceiling, one_title_p50_ms):
 def main(argv=None):
     from ..shared.cli import ArgumentParser, at_least, positive_float, positive_int
     parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--turns", type=positive_int, default=4,
+    parser.add_argument("--turns", type=positive_int, default=6,
                         help="turns per trainer: the trainers (both runtimes, HF Trainer) are timed in turns")
-    parser.add_argument("--turn-seconds", type=positive_float, default=12.0, help="seconds per turn")
+    parser.add_argument("--turn-seconds", type=positive_float, default=10.0, help="seconds per turn")
     parser.add_argument("--train-steps", type=at_least(3), default=45,
                         help="steps of the training run whose export the serving rows use")
     parser.add_argument("--requests", type=positive_int, default=100, help="sequential requests per latency figure")
@@ -415,16 +431,15 @@ def main(argv=None):
     titles, labels = [row["post"] for row in test_rows], [row["tags"] for row in test_rows]
 
     peer = hf_peer_setup(work)
-    rates = trainers_in_turns(bert_dir, data_dir, work, args.compare_runtime, peer, args.turns, args.turn_seconds)
-    if args.compare_runtime:
-        rates["other-runtime-tf"] = sh([args.compare_runtime, "-c", "import tensorflow as tf; print(tf.__version__)"],
-                                       env=trainer_env()).stdout.split()[-1]
+    timed = trainers_in_turns(bert_dir, data_dir, work, args.compare_runtime, peer, args.turns, args.turn_seconds)
+    other_tf = args.compare_runtime and sh([args.compare_runtime, "-c", "import tensorflow as tf; print(tf.__version__)"],
+                                           env=trainer_env()).stdout.split()[-1]
     from . import step_profile
-    gflops = max(rates["gemm-" + engine] for engine in GEMM_ENGINES)  # both ceilings divide it
+    gflops = max(timed.overall["gemm-" + engine] for engine in GEMM_ENGINES)  # both ceilings divide it
     train_ceiling = train_ceiling_examples_per_s(bert_dir, data_dir, gflops)
-    rows = training_rows(rates, train_ceiling, args.turns, args.turn_seconds)
+    rows = training_rows(timed, other_tf, train_ceiling, args.turns, args.turn_seconds)
     rows.append(("GEMM GFLOP/s, 1024 x 1024 float32: %s" % " / ".join(GEMM_ENGINES),
-                 " / ".join("%.0f" % rates["gemm-" + engine] for engine in GEMM_ENGINES),
+                 " / ".join("%.0f" % timed.overall["gemm-" + engine] for engine in GEMM_ENGINES),
                  "the faster is the ceiling; timed in the same turns as the trainers"))
     if isinstance(peer, str):
         rows.append(("HF Trainer (PyTorch, same model)", "-", peer))

@@ -89,19 +89,27 @@ class Contender(object):
             self.process.wait()
 
 
-def interleaved_rates(contenders, warm_up_steps=5, slice_s=12.0, rounds=4, timeout_s=600.0):
-    """{name: steps/s} of each Contender, measured in turns (see the module's docstring)."""
-    steps = collections.Counter()
-    busy = collections.Counter()
+def interleaved_turns(contenders, warm_up_steps=5, slice_s=10.0, rounds=6, timeout_s=600.0):
+    """{name: [(steps, seconds) of each round's turn]} of each Contender, measured in turns (see
+    the module's docstring); every command is stopped at the end, or at the first failure."""
+    turns = {contender.name: [] for contender in contenders}
     try:
         for contender in contenders:  # one at a time: start-up and warm-up never overlap
             contender.warm_up(warm_up_steps, timeout_s)
         for _ in range(rounds):
             for contender in contenders:
-                finished, seconds = contender.run_slice(slice_s, timeout_s)
-                steps[contender.name] += finished
-                busy[contender.name] += seconds
+                turns[contender.name].append(contender.run_slice(slice_s, timeout_s))
     finally:
         for contender in contenders:
             contender.stop()
-    return {contender.name: steps[contender.name] / busy[contender.name] for contender in contenders}
+    return turns
+
+
+def rate(turns):
+    """Steps per second over a list of (steps, seconds) turns."""
+    return sum(steps for steps, _ in turns) / sum(seconds for _, seconds in turns)
+
+
+def interleaved_rates(contenders, **kwargs):
+    """{name: steps/s} of each Contender over all its turns (interleaved_turns's arguments)."""
+    return {name: rate(turns) for name, turns in interleaved_turns(contenders, **kwargs).items()}
