@@ -2,7 +2,6 @@
 pieces the Python tokenizer gives, and a process with only TensorFlow + tensorflow-text serves the
 export with the labels /predict answers."""
 import json
-import os
 import subprocess
 import sys
 

@@ -367,7 +367,7 @@ def training_rows(timed, other_tf, train_ceiling, turns, turn_seconds):
     rows = [("train examples/s, padded to 128 (original), TF %s" % TF_VERSION, "%.1f" % rates["padded"],
              "timed in turns: %d x ~%.0f s each" % (turns, turn_seconds)),
             ("train examples/s, length-bucketed, TF %s" % TF_VERSION, "%.1f" % rates["bucketed"],
-             "%s padded (target >= 4x)" % timed.ratio("bucketed", "padded"))]
+             "bucketed / padded: %s (target >= 4x)" % timed.ratio("bucketed", "padded"))]
     runtimes = {TF_VERSION: "bucketed"}  # TF version: its trainer's name in `timed`
     if other_tf:
         runtimes[other_tf] = "other-runtime"
