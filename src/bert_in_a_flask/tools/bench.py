@@ -419,7 +419,7 @@ def main(argv=None):
     parser.add_argument("--rss-requests", type=positive_int, default=2000, help="requests before the memory reading")
     parser.add_argument("--work-dir", default=None, help="keep the bench's files here (default: a temp folder)")
     parser.add_argument("--only", choices=("all", "training"), default="all",
-                        help="training: the trainers' rows, the step profile and HF Trainer only (~6 min)")
+                        help="training: the trainers' rows, the step profile and HF Trainer only (~8-10 min)")
     parser.add_argument("--compare-runtime", default=None, metavar="PYTHON",
                         help="the other runtime's venv python (make bench passes it when that venv exists): "
                              "its trainer is timed in the same run")
