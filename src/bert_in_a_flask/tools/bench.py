@@ -66,7 +66,7 @@ def training_rate(bert_dir, data_dir, out, steps, extra, python=sys.executable):
 
 # The trainers timed in turns (interleave.py): far more steps than a turn-taking run finishes.
 ENDLESS_STEPS = 100000
-BATCH_SIZE = 32  # the trainer's default and the peer's
+BATCH_SIZE = 32  # passed to every timed trainer: steps/s x BATCH_SIZE = examples/s
 
 
 GEMM_ENGINES = ("numpy", "tf")
@@ -82,17 +82,17 @@ def trainers_in_turns(bert_dir, data_dir, work, compare_runtime, peer, rounds, s
 
     def ours(name, python, extra):
         return Contender(name, trainer_command(python, bert_dir, data_dir, os.path.join(work, "turns-" + name),
-                                               ENDLESS_STEPS, ["--max-seq-length", "128"] + extra, 1),
+                                               ENDLESS_STEPS, ["--max-seq-length", "128", "--batch-size",
+                                                               str(BATCH_SIZE)] + extra, 1),
                          env=trainer_env())
     contenders = [ours("padded", sys.executable, ["--pad-to-max-seq-length"]), ours("bucketed", sys.executable, [])]
     if compare_runtime:
         contenders.append(ours("other-runtime", compare_runtime, []))
     if not isinstance(peer, str):
         python, model_dir = peer
-        contenders.append(Contender("hf", [python, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                                "hf_peer.py"), "--model-dir", model_dir,
-                                           "--train-file", os.path.join(data_dir, "train.csv"), "--train-steps",
-                                           str(ENDLESS_STEPS), "--print-steps"]))
+        contenders.append(Contender("hf", [python, HF_PEER_SCRIPT, "--model-dir", model_dir, "--train-file",
+                                           os.path.join(data_dir, "train.csv"), "--train-steps", str(ENDLESS_STEPS),
+                                           "--batch-size", str(BATCH_SIZE), "--print-steps"]))
     contenders += [Contender("gemm-" + engine, [sys.executable, "-m", "bert_in_a_flask.tools.gemm", engine],
                              env=trainer_env()) for engine in GEMM_ENGINES]
     try:
@@ -101,7 +101,7 @@ def trainers_in_turns(bert_dir, data_dir, work, compare_runtime, peer, rounds, s
         sys.exit("a timed trainer failed: %s" % error)
 
     def unit(name):
-        return gemm.flops_per_step(1024) / 1e9 if name.startswith("gemm-") else BATCH_SIZE
+        return gemm.flops_per_step() / 1e9 if name.startswith("gemm-") else BATCH_SIZE
     return Turns({name: rate(taken) * unit(name) for name, taken in turns.items()},
                  {name: [rate([turn]) * unit(name) for turn in taken] for name, taken in turns.items()})
 
@@ -276,6 +276,7 @@ def predict_call_stages(export_dir, titles, per_request=128, calls=20):
 HF_VENV = os.path.join(ROOT, ".venv-hf-peer")
 HF_PACKAGES = ("torch==2.13.0", "transformers==5.24.0", "accelerate==1.15.0")
 HF_PYTHON = "python3.11"
+HF_PEER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf_peer.py")
 HF_MODEL_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
                   "special_tokens_map.json")
 
@@ -311,8 +312,7 @@ def hf_forward(peer, data_dir):
     if isinstance(peer, str):
         return peer
     python, model_dir = peer
-    result = sh([python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf_peer.py"), "--model-dir",
-                 model_dir, "--titles", os.path.join(data_dir, "test.csv")])
+    result = sh([python, HF_PEER_SCRIPT, "--model-dir", model_dir, "--titles", os.path.join(data_dir, "test.csv")])
     if result.returncode:
         return "skipped: the peer failed (%s)" % result.stdout.strip().splitlines()[-1:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -438,7 +438,8 @@ def main(argv=None):
     gflops = max(timed.overall["gemm-" + engine] for engine in GEMM_ENGINES)  # both ceilings divide it
     train_ceiling = train_ceiling_examples_per_s(bert_dir, data_dir, gflops)
     rows = training_rows(timed, other_tf, train_ceiling, args.turns, args.turn_seconds)
-    rows.append(("GEMM GFLOP/s, 1024 x 1024 float32: %s" % " / ".join(GEMM_ENGINES),
+    from . import gemm
+    rows.append(("GEMM GFLOP/s, %d x %d float32: %s" % (gemm.SIZE, gemm.SIZE, " / ".join(GEMM_ENGINES)),
                  " / ".join("%.0f" % timed.overall["gemm-" + engine] for engine in GEMM_ENGINES),
                  "the faster is the ceiling; timed in the same turns as the trainers"))
     if isinstance(peer, str):

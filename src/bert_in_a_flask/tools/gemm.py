@@ -2,7 +2,7 @@
 products, "step N" printed after each, for the bench's turn-taking timer (interleave.py), so the
 ceiling is measured in the same minutes as the trainers it bounds.
 
-    python -m bert_in_a_flask.tools.gemm numpy|tf [--size 1024]
+    python -m bert_in_a_flask.tools.gemm numpy|tf [--size SIZE]
 
 numpy: numpy's BLAS; tf: TensorFlow's MatMul kernel (the one the trainer runs). The bench takes the
 faster: an old numpy's BLAS may not know this CPU (numpy 1.18's ran at a third of TF's here).
@@ -12,8 +12,10 @@ import sys
 
 import numpy as np
 
+SIZE = 1024  # the matrices' side: big enough for a BLAS's best speed, a step ~20 ms
 
-def flops_per_step(size):
+
+def flops_per_step(size=SIZE):
     return 2.0 * size ** 3
 
 
@@ -37,7 +39,7 @@ def tf_product(size):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("engine", choices=("numpy", "tf"))
-    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--size", type=int, default=SIZE)
     args = parser.parse_args(argv)
     multiply = (numpy_product if args.engine == "numpy" else tf_product)(args.size)
     step = 0

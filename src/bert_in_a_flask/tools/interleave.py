@@ -89,7 +89,7 @@ class Contender(object):
             self.process.wait()
 
 
-def interleaved_turns(contenders, warm_up_steps=5, slice_s=10.0, rounds=6, timeout_s=600.0):
+def interleaved_turns(contenders, slice_s, rounds, warm_up_steps=5, timeout_s=600.0):
     """{name: [(steps, seconds) of each round's turn]} of each Contender, measured in turns (see
     the module's docstring); every command is stopped at the end, or at the first failure."""
     turns = {contender.name: [] for contender in contenders}
