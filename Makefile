@@ -48,7 +48,7 @@ help:
 	@echo "  make stop_api [api_port=$(api_port)]      stop it"
 	@echo "  make curl_example [api_port=$(api_port)]  print the curl command that asks the API"
 	@echo "  make onnx [model_dir=...]               convert an export to ONNX, verified (training does it already)"
-	@echo "  make bench [args=...]                   speed figures (training, /predict, micro-batching, memory; args='--only training')"
+	@echo "  make bench [args=...]                   speed figures (training, /predict, micro-batching, memory; args='--only training|serving')"
 	@echo "  make soak [model_dir=...] [args=...]    16 clients x 2,000 requests on loopback"
 	@echo "  make lint PYTHON=python3.11             hadolint the Dockerfiles"
 	@echo "  make build_dev / build_api [runtime=tf1|tf2] [model_dir=...]   images (docker=0|1 forces native|container)"

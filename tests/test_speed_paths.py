@@ -95,3 +95,36 @@ def test_eval_input_sees_every_example_once(tmp_path):
     for batch, _ in batches:  # bucketed as in training: little padding
         real = batch["input_mask"].sum(axis=1)
         assert batch["input_ids"].shape[1] == real.max() <= 1.1 * real.min() + 1
+
+
+def brute_force_cost(lengths, max_batch_size, overhead):
+    """The cheapest split of sorted `lengths` into consecutive batches, by trying every split."""
+    import itertools
+    n, best = len(lengths), None
+    for k in range(n):
+        for inner in itertools.combinations(range(1, n), k):
+            cuts = [0] + list(inner) + [n]
+            if all(b - a <= max_batch_size for a, b in zip(cuts, cuts[1:])):
+                cost = sum((b - a) * lengths[b - 1] + overhead for a, b in zip(cuts, cuts[1:]))
+                best = cost if best is None else min(best, cost)
+    return best
+
+
+def test_planned_batches_are_the_cheapest_split():
+    from bert_in_a_flask.serving.predictor import plan_batches
+    rng = random.Random(3)
+    for _ in range(40):
+        lengths = sorted(rng.randint(3, 60) for _ in range(rng.randint(1, 9)))
+        size, overhead = rng.randint(1, 5), rng.choice([0, 8, 32])
+        cuts = plan_batches(lengths, size, overhead)
+        assert cuts[0] == 0 and cuts[-1] == len(lengths) and all(0 < b - a <= size for a, b in zip(cuts, cuts[1:]))
+        cost = sum((b - a) * lengths[b - 1] + overhead for a, b in zip(cuts, cuts[1:]))
+        assert cost == brute_force_cost(lengths, size, overhead), (lengths, size, overhead, cuts)
+
+
+def test_one_long_text_is_not_padded_into_the_short_ones():
+    """31 short titles and one 120-piece text: fixed runs of 32 would pad all 32 to 120."""
+    from bert_in_a_flask.serving.predictor import plan_batches
+    assert plan_batches([10] * 31 + [120], 32) == [0, 31, 32]
+    assert plan_batches([12] * 64, 32) == [0, 32, 64]  # equal lengths: full batches
+    assert plan_batches([], 32) == [0]

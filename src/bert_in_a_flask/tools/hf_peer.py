@@ -10,7 +10,8 @@ nothing of this project. Prints one JSON line:
                       --titles test.csv --train-file train.csv [--train-steps 45]
 
 With --print-steps (and no --titles) it only trains, printing "step N" after each step, for the
-bench's turn-taking timer (interleave.py), which pauses it and stops it.
+bench's turn-taking timer (interleave.py), which pauses it and stops it; with --titles and
+--forward-steps BATCHES it only runs the raw forward, "step N" after every BATCHES batches.
 """
 import argparse
 import csv
@@ -26,13 +27,13 @@ def read_csv(path, label_column=None):
     return (texts, [row[label_column] for row in rows]) if label_column else texts
 
 
-def forward_rates(model, tokenizer, titles, batch_size):
+def sorted_batches(tokenizer, titles, batch_size):
+    """(ids, mask) tensors: the titles sorted by length, cut into batches, each padded to its longest."""
     import torch
-    encoded = [tokenizer(title, truncation=True, max_length=128)["input_ids"] for title in titles]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    encoded = sorted((tokenizer(title, truncation=True, max_length=128)["input_ids"] for title in titles), key=len)
     batches = []
-    for start in range(0, len(order), batch_size):
-        chosen = [encoded[i] for i in order[start:start + batch_size]]
+    for start in range(0, len(encoded), batch_size):
+        chosen = encoded[start:start + batch_size]
         width = max(len(ids) for ids in chosen)
         ids = torch.zeros((len(chosen), width), dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -40,6 +41,32 @@ def forward_rates(model, tokenizer, titles, batch_size):
             ids[row, :len(x)] = torch.tensor(x)
             mask[row, :len(x)] = 1
         batches.append((ids, mask))
+    return batches
+
+
+def forward_steps(model, tokenizer, titles, batch_size, batches_per_step):
+    """Endless raw forward passes over the sorted batches, visited in a fixed shuffled order (so that
+    any stretch of steps sees short and long titles alike); "step N" after each `batches_per_step`."""
+    import random
+    import torch
+    batches = sorted_batches(tokenizer, titles, batch_size)
+    batches = [batch for batch in batches if len(batch[0]) == batch_size]  # full batches: steps x size = titles
+    random.Random(0).shuffle(batches)
+    step, at = 0, 0
+    with torch.inference_mode():
+        while True:
+            for _ in range(batches_per_step):
+                ids, mask = batches[at % len(batches)]
+                model(input_ids=ids, attention_mask=mask).logits.softmax(-1)
+                at += 1
+            step += 1
+            print("step %d" % step, flush=True)
+
+
+def forward_rates(model, tokenizer, titles, batch_size):
+    import torch
+    encoded = [tokenizer(title, truncation=True, max_length=128)["input_ids"] for title in titles]
+    batches = sorted_batches(tokenizer, titles, batch_size)
     with torch.inference_mode():
         model(input_ids=batches[0][0], attention_mask=batches[0][1])  # warm-up
         started = time.perf_counter()
@@ -96,6 +123,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--print-steps", action="store_true")
+    parser.add_argument("--forward-steps", type=int, default=0, metavar="BATCHES",
+                        help="with --titles: endless raw forward passes, 'step N' after each BATCHES batches")
     args = parser.parse_args()
 
     import torch
@@ -104,6 +133,9 @@ def main():
         torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     result = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    if args.titles and args.forward_steps:
+        model = AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=20).eval()
+        forward_steps(model, tokenizer, read_csv(args.titles), args.batch_size, args.forward_steps)
     if args.titles:
         model = AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=20).eval()
         result["forward_titles_per_s"], result["one_title_p50_ms"] = forward_rates(

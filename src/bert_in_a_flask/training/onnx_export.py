@@ -3,7 +3,8 @@
     python -m bert_in_a_flask.training.onnx_export --model-dir models/trained_model   (make onnx)
 
 The trainer converts its best export when training ends; this command converts an older export.
-The file is written under a temp name, checked on real texts (the validation split, topped up to
+tf2onnx's LayerNorms and GELUs are then fused into onnxruntime's kernels (onnx_fusion.py; the
+counts go into the record). The file is written under a temp name, checked on real texts (the validation split, topped up to
 MIN_TEXTS with random word-piece sequences; or --texts-file) through both the SavedModel and
 onnxruntime, and only then renamed to <export>/model.onnx; its sha256 and the agreement (max
 |Δprobability|, label agreement) go into model_config.json's `onnx` record. A file that disagrees
@@ -17,6 +18,7 @@ of the fp32 file's; the record (`onnx.int8`) says which. Serving uses it only wi
 """
 import csv
 import dataclasses
+import json
 import logging
 import os
 import random
@@ -39,6 +41,7 @@ MIN_TEXTS = 500       # inputs the verification runs through both
 MAX_INT8_ACCURACY_DROP = 0.5  # points of validation accuracy int8 may lose against fp32
 QUANTIZATIONS = ("none", "int8")
 OPSET = 13            # understood by onnxruntime 1.10 (the newest for TF 1.15's numpy) and later
+FUSED_PREFIX = "fused: "  # the converting process's line with the fused ops' counts
 
 
 def convert(export_dir, texts=(), seed=0, labels=None, quantize="none"):
@@ -73,7 +76,7 @@ class Conversion(object):
             id_lists, verified_on = verification_inputs(reference, texts, seed)
             expected = reference.forward_sorted(id_lists)
             reference.close()  # the TF session is done; free it before onnxruntime loads the copy
-            error = wait_for_tf2onnx(self.process, tmp)
+            error, fused = wait_for_tf2onnx(self.process, tmp)
             if error:
                 log.warning("onnx: conversion of %s failed (%s); the SavedModel is unchanged", export_dir, error)
                 return None
@@ -82,6 +85,7 @@ class Conversion(object):
             reference.close()
             record = {
                 "file": ONNX_FILE, "sha256": file_sha256(tmp), "opset": OPSET, "converter": "tf2onnx " + self.converter,
+                "fused": fused,
                 "n_texts": len(id_lists), "verified_on": verified_on,
                 "max_abs_diff": float(np.abs(got - expected).max()),
                 "label_agreement": float((got.argmax(axis=1) == expected.argmax(axis=1)).mean()),
@@ -116,6 +120,7 @@ class Conversion(object):
 def quantize_int8(export_dir, predictor, texts, labels):
     """model.int8.onnx from the verified model.onnx, kept when its accuracy on the labelled texts is
     within MAX_INT8_ACCURACY_DROP points of fp32's. Returns the `int8` record."""
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from ..serving.backends import OnnxBackend
@@ -125,7 +130,10 @@ def quantize_int8(export_dir, predictor, texts, labels):
     fp32, final = os.path.join(export_dir, ONNX_FILE), os.path.join(export_dir, ONNX_INT8_FILE)
     tmp = "%s.tmp-%d" % (final, os.getpid())
     try:
-        quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8)
+        # ONNX's shape inference does not know the fused kernels (onnx_fusion.py), so the quantizer is
+        # told the type it cannot infer: every tensor of this model is float32 or an id.
+        quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
         id_lists = predictor.preprocess(list(texts))
         accuracy = {}
         for name, path in (("fp32", fp32), ("int8", tmp)):
@@ -172,14 +180,16 @@ def start_tf2onnx(export_dir, output):
 
 
 def wait_for_tf2onnx(process, output):
-    """None once `output` is written, or the last line tf2onnx printed when it failed."""
+    """(None, the fused ops' counts) once `output` is written, or (the last line printed, None) when
+    the conversion failed."""
     process.wait()
     with process.printed:
         process.printed.seek(0)
         lines = [line for line in process.printed.read().splitlines() if line.strip()]
     if process.returncode == 0 and os.path.isfile(output):
-        return None
-    return lines[-1].strip() if lines else "exit code %d" % process.returncode
+        fused = [line[len(FUSED_PREFIX):] for line in lines if line.startswith(FUSED_PREFIX)]
+        return None, json.loads(fused[-1]) if fused else {}
+    return (lines[-1].strip() if lines else "exit code %d" % process.returncode), None
 
 
 def frozen_serving_default(export_dir):
@@ -207,10 +217,14 @@ def frozen_serving_default(export_dir):
 
 
 def tf2onnx_in_this_process(export_dir, output):
+    """Convert, then fuse LayerNorm and GELU into onnxruntime's kernels (onnx_fusion.py); prints the counts."""
     import tf2onnx
+
+    from .onnx_fusion import fuse_file
     graph_def, inputs, outputs = frozen_serving_default(export_dir)
     tf2onnx.convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs, opset=OPSET,
                                    output_path=output)
+    print(FUSED_PREFIX + json.dumps(fuse_file(output), sort_keys=True), flush=True)
 
 
 def verification_inputs(predictor, texts, seed):

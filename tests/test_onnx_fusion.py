@@ -1,0 +1,122 @@
+"""The fusion pass over tf2onnx's output: LayerNorm and GELU, spelled as tf2onnx writes bert's, become
+one onnxruntime kernel each and give the same numbers; a pattern whose parts are used elsewhere stays."""
+import math
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+onnxruntime = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from bert_in_a_flask.training.onnx_fusion import fuse  # noqa: E402
+
+HIDDEN, INNER = 8, 16
+
+
+class Builder(object):
+    """A graph written node by node, as tf2onnx writes bert's LayerNorm and GELU."""
+
+    def __init__(self, seed=0):
+        self.nodes, self.inits, self.rng, self.n = [], [], np.random.RandomState(seed), 0
+
+    def const(self, value):
+        self.n += 1
+        name = "c%d" % self.n
+        self.inits.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+        return name
+
+    def op(self, op_type, *inputs, **attrs):
+        self.n += 1
+        out = "t%d" % self.n
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name="n%d" % self.n, **attrs))
+        return out
+
+    def mean(self, x, spelling):
+        return self.op("GlobalAveragePool", x) if spelling == "pool" else self.op("ReduceMean", x, axes=[-1], keepdims=1)
+
+    def layer_norm(self, x, spelling="pool"):
+        """tf.contrib.layers.layer_norm: moments + batch_normalization, as tf2onnx converts them."""
+        mean = self.mean(x, spelling)
+        diff = self.op("Sub", x, mean)
+        variance = self.mean(self.op("Mul", diff, diff), spelling)
+        rsqrt = self.op("Reciprocal", self.op("Sqrt", self.op("Add", variance, self.const(1e-12))))
+        scale = self.op("Mul", rsqrt, self.const(self.rng.uniform(0.5, 1.5, HIDDEN)))
+        shift = self.op("Sub", self.const(self.rng.normal(size=HIDDEN)), self.op("Mul", mean, scale))
+        return self.op("Add", self.op("Mul", x, scale), shift)
+
+    def dense(self, x, n_in, n_out):
+        return self.op("Add", self.op("MatMul", x, self.const(self.rng.normal(size=(n_in, n_out)) / n_in ** 0.5)),
+                       self.const(self.rng.normal(size=n_out)))
+
+    def gelu(self, x):
+        """0.5 * x * (1 + erf(x / sqrt 2)), reordered by TF's grappler as (0.5 * x) * (1 + erf(x * 1/sqrt 2))."""
+        cdf = self.op("Add", self.const(1.0), self.op("Erf", self.op("Mul", x, self.const(1 / math.sqrt(2.0)))))
+        return self.op("Mul", self.op("Mul", self.const(0.5), x), cdf)
+
+    def model(self, outputs):
+        graph = helper.make_graph(
+            self.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, HIDDEN])],
+            [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs], self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 7  # opset 13's; onnxruntime 1.10 (Python 3.7) reads IR versions up to 8
+        return model
+
+
+def run(model, x):
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})
+
+
+def encoder_layer(spelling):
+    """x -> LayerNorm(x + FFN(LayerNorm(x))) with a bias-add GELU, like one of bert's layers."""
+    b = Builder()
+    hidden = b.layer_norm("x", spelling)
+    inner = b.gelu(b.dense(hidden, HIDDEN, INNER))
+    return b, b.layer_norm(b.op("Add", b.dense(inner, INNER, HIDDEN), hidden), spelling)
+
+
+@pytest.mark.parametrize("spelling", ["pool", "reduce_mean"])
+def test_layer_norms_and_gelu_become_single_kernels_with_the_same_numbers(spelling):
+    b, out = encoder_layer(spelling)
+    model = b.model([out])
+    x = np.random.RandomState(1).normal(size=(3, 5, HIDDEN)).astype(np.float32) * 3
+    expected = run(model, x)[0]
+    assert fuse(model) == {"LayerNormalization": 2, "BiasGelu": 1, "Gelu": 0}
+    ops = [node.op_type for node in model.graph.node]
+    assert sorted(set(ops)) == ["Add", "BiasGelu", "LayerNormalization", "MatMul"], ops
+    np.testing.assert_allclose(run(model, x)[0], expected, atol=1e-5)
+
+
+def test_gelu_without_a_bias_add_becomes_gelu():
+    b = Builder()
+    out = b.gelu(b.op("Mul", "x", b.const(2.0)))
+    model = b.model([out])
+    x = np.linspace(-4, 4, 3 * 2 * HIDDEN, dtype=np.float32).reshape(3, 2, HIDDEN)
+    expected = run(model, x)[0]
+    assert fuse(model) == {"LayerNormalization": 0, "BiasGelu": 0, "Gelu": 1}
+    np.testing.assert_allclose(run(model, x)[0], expected, atol=1e-6)
+
+
+def test_a_pattern_whose_parts_are_used_elsewhere_is_left_alone():
+    """The LayerNorm's mean is also a graph output: fusing would lose it, so nothing changes."""
+    b = Builder()
+    out = b.layer_norm("x")
+    mean = b.nodes[0].output[0]
+    model = b.model([out, mean])
+    x = np.random.RandomState(2).normal(size=(2, 4, HIDDEN)).astype(np.float32)
+    expected = run(model, x)
+    before = [node.op_type for node in model.graph.node]
+    assert fuse(model) == {"LayerNormalization": 0, "BiasGelu": 0, "Gelu": 0}
+    assert [node.op_type for node in model.graph.node] == before
+    for got, want in zip(run(model, x), expected):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_a_different_constant_is_not_taken_for_gelu():
+    """0.5 * x * (1 + erf(x * 0.8)) is not a GELU."""
+    b = Builder()
+    cdf = b.op("Add", b.const(1.0), b.op("Erf", b.op("Mul", "x", b.const(0.8))))
+    out = b.op("Mul", b.op("Mul", b.const(0.5), "x"), cdf)
+    model = b.model([out])
+    assert fuse(model) == {"LayerNormalization": 0, "BiasGelu": 0, "Gelu": 0}
