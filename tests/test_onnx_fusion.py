@@ -85,6 +85,8 @@ def test_layer_norms_and_gelu_become_single_kernels_with_the_same_numbers(spelli
     assert fuse(model) == {"LayerNormalization": 2, "BiasGelu": 1, "Gelu": 0}
     ops = [node.op_type for node in model.graph.node]
     assert sorted(set(ops)) == ["Add", "BiasGelu", "LayerNormalization", "MatMul"], ops
+    used = {name for node in model.graph.node for name in node.input}
+    assert {init.name for init in model.graph.initializer} <= used  # no constant left behind (a warning per load)
     np.testing.assert_allclose(run(model, x)[0], expected, atol=1e-5)
 
 

@@ -6,11 +6,11 @@ from ..shared.errors import UserError
 DEFAULTS = {
     "MODEL_DIR": "models/trained_model",  # an export, or a folder of them (newest is served)
     "MODEL_POLL_S": 10.0,                  # a folder of exports: look for a newer one this often (0: never; reload.py)
-    "MODEL_VERSION": "",
-    "MODEL_NAME": "bert",                 # the <name> of the TF Serving and KServe v2 routes (protocols.py)                  # serve MODEL_DIR/<this timestamp> and no other (a pin, e.g. a rollback)
+    "MODEL_VERSION": "",                  # serve MODEL_DIR/<this timestamp> and no other (a pin, e.g. a rollback)
+    "MODEL_NAME": "bert",                 # the <name> of the TF Serving and KServe v2 routes (protocols.py)
     "BACKEND": "auto",                    # auto | tf | onnx (auto: the verified ONNX file when onnxruntime is here)
     "QUANTIZE": "none",                   # none | int8 (the export's accepted model.int8.onnx, or a refusal)
-    "MAX_BATCH_SIZE": 32,                 # texts per forward pass (sorted by length; `make bench` sweeps it)
+    "MAX_BATCH_SIZE": 32,                 # texts per forward pass at most (sorted, planned; `make bench` sweeps it)
     "MAX_TEXTS": 256,                     # texts per request, more -> 413
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,  # bytes per request body, more -> 413
     "MICRO_BATCHING": True,               # coalesce concurrent requests into shared forward passes

@@ -16,6 +16,7 @@ With `--quantize int8` (trainer: `--quantize int8`), the verified file is also q
 kept only when its accuracy on the labelled validation texts is within MAX_INT8_ACCURACY_DROP points
 of the fp32 file's; the record (`onnx.int8`) says which. Serving uses it only with QUANTIZE=int8.
 """
+import contextlib
 import csv
 import dataclasses
 import json
@@ -131,9 +132,11 @@ def quantize_int8(export_dir, predictor, texts, labels):
     tmp = "%s.tmp-%d" % (final, os.getpid())
     try:
         # ONNX's shape inference does not know the fused kernels (onnx_fusion.py), so the quantizer is
-        # told the type it cannot infer: every tensor of this model is float32 or an id.
-        quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8,
-                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
+        # told the type it cannot infer (the tensors it asks about are float32 activations), and its
+        # root-logger warning for each such tensor (~100) is held back.
+        with root_log_level(logging.ERROR):
+            quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8,
+                             extra_options={"DefaultTensorType": TensorProto.FLOAT})
         id_lists = predictor.preprocess(list(texts))
         accuracy = {}
         for name, path in (("fp32", fp32), ("int8", tmp)):
@@ -155,6 +158,17 @@ def quantize_int8(export_dir, predictor, texts, labels):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def root_log_level(level):
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.setLevel(before)
 
 
 def tf2onnx_version():

@@ -212,9 +212,23 @@ def fuse(model):
     kept = [replaced.get(id(node), node) for node in model.graph.node]
     del model.graph.node[:]
     model.graph.node.extend(node for node in kept if node is not None)
+    drop_unused_constants(model.graph)
     if (counts["BiasGelu"] or counts["Gelu"]) and not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return counts
+
+
+def drop_unused_constants(graph):
+    """Remove the initializers and Constant nodes that only the fused patterns read (epsilon, 0.5, 1,
+    1/sqrt 2): onnxruntime would warn about each one whenever it loads the file."""
+    used = ({name for node in graph.node for name in node.input} | {output.name for output in graph.output}
+            | {graph_input.name for graph_input in graph.input})  # an initializer listed as an input stays
+    constants = [node for node in graph.node if node.op_type == "Constant" and node.output[0] not in used]
+    for node in constants:
+        graph.node.remove(node)
+    unused = [init for init in graph.initializer if init.name not in used]
+    for init in unused:
+        graph.initializer.remove(init)
 
 
 def fuse_file(path):
