@@ -3,8 +3,8 @@
 Loads an export once; `Session.run` is thread-safe, so one Predictor serves all threads.
 Texts are sorted by length and cut into batches of at most `max_batch_size`, each padded
 to its longest member, then put back in the caller's order. Where the cuts go is planned
-(`plan_batches`): fixed runs of `max_batch_size` would pad each run's short texts to its longest
-(the 128 titles of one request span 5 to 60 word pieces), which cost a third of the throughput.
+(`plan_batches`): fixed runs of `max_batch_size` pad each run's short texts to its longest (the
+128 titles of one request span 5 to 60 word pieces); planned batches ran 1.20x their titles/s.
 """
 import logging
 import os

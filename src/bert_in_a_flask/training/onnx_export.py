@@ -4,12 +4,12 @@
 
 The trainer converts its best export when training ends; this command converts an older export.
 tf2onnx's LayerNorms and GELUs are then fused into onnxruntime's kernels (onnx_fusion.py; the
-counts go into the record). The file is written under a temp name, checked on real texts (the validation split, topped up to
-MIN_TEXTS with random word-piece sequences; or --texts-file) through both the SavedModel and
-onnxruntime, and only then renamed to <export>/model.onnx; its sha256 and the agreement (max
-|Δprobability|, label agreement) go into model_config.json's `onnx` record. A file that disagrees
-beyond MAX_ABS_DIFF is deleted and recorded as rejected, so it is never served. A failed
-conversion logs one line; the SavedModel export is never touched.
+counts go into the record). The file is written under a temp name, checked on real texts (the
+validation split, topped up to MIN_TEXTS with random word-piece sequences; or --texts-file) through
+both the SavedModel and onnxruntime, and only then renamed to <export>/model.onnx; its sha256 and
+the agreement (max |Δprobability|, label agreement) go into model_config.json's `onnx` record. A
+file that disagrees beyond MAX_ABS_DIFF is deleted and recorded as rejected, so it is never served.
+A failed conversion logs one line; the SavedModel export is never touched.
 
 With `--quantize int8` (trainer: `--quantize int8`), the verified file is also quantized dynamically
 (onnxruntime: int8 weights, activations quantized per batch) to <export>/model.int8.onnx, which is
