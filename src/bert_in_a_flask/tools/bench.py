@@ -77,8 +77,7 @@ def trainers_in_turns(bert_dir, data_dir, work, compare_runtime, peer, rounds, s
     "padded" and "bucketed" (this runtime), "other-runtime" (bucketed, with --compare-runtime) and
     "hf" (when the peer's venv is there: `peer` is hf_peer_setup's (python, model dir)), and
     {"gemm-numpy"/"gemm-tf": GFLOP/s} (gemm.py, in this runtime)."""
-    from . import gemm
-    from .interleave import Contender, interleaved_turns, rate
+    from .interleave import Contender
 
     def ours(name, python, extra):
         return Contender(name, trainer_command(python, bert_dir, data_dir, os.path.join(work, "turns-" + name),
@@ -93,15 +92,25 @@ def trainers_in_turns(bert_dir, data_dir, work, compare_runtime, peer, rounds, s
         contenders.append(Contender("hf", [python, HF_PEER_SCRIPT, "--model-dir", model_dir, "--train-file",
                                            os.path.join(data_dir, "train.csv"), "--train-steps", str(ENDLESS_STEPS),
                                            "--batch-size", str(BATCH_SIZE), "--print-steps"]))
-    contenders += [Contender("gemm-" + engine, [sys.executable, "-m", "bert_in_a_flask.tools.gemm", engine],
-                             env=trainer_env()) for engine in GEMM_ENGINES]
+    return in_turns_with_gemm(contenders, BATCH_SIZE, rounds, slice_s, "a timed trainer")
+
+
+def in_turns_with_gemm(contenders, per_step, rounds, slice_s, what, **kwargs):
+    """`contenders` and this machine's GEMM (gemm.py, "gemm-numpy"/"gemm-tf") timed in turns: Turns of
+    steps/s x `per_step` (examples or titles per step), and GFLOP/s for the GEMMs. `what` names the
+    contenders when one fails; `kwargs` go to interleaved_turns."""
+    from . import gemm
+    from .interleave import Contender, interleaved_turns, rate
+    contenders = list(contenders) + [
+        Contender("gemm-" + engine, [sys.executable, "-m", "bert_in_a_flask.tools.gemm", engine], env=trainer_env())
+        for engine in GEMM_ENGINES]
     try:
-        turns = interleaved_turns(contenders, slice_s=slice_s, rounds=rounds)
+        turns = interleaved_turns(contenders, slice_s=slice_s, rounds=rounds, **kwargs)
     except RuntimeError as error:
-        sys.exit("a timed trainer failed: %s" % error)
+        sys.exit("%s failed: %s" % (what, error))
 
     def unit(name):
-        return gemm.flops_per_step() / 1e9 if name.startswith("gemm-") else BATCH_SIZE
+        return gemm.flops_per_step() / 1e9 if name.startswith("gemm-") else per_step
     return Turns({name: rate(taken) * unit(name) for name, taken in turns.items()},
                  {name: [rate([turn]) * unit(name) for turn in taken] for name, taken in turns.items()})
 
@@ -491,7 +500,7 @@ def main(argv=None):
         sys.exit("the bench's export has no verified ONNX file; see the lines above")
     int8 = record["int8"]["accepted"]
     served = serving_in_turns(export_dir, os.path.join(data_dir, "test.csv"), peer, args.turns, args.turn_seconds,
-                              trainer_env(), int8=int8)
+                              int8=int8)
     rows += serving_rows(served, ceiling_titles_per_gflops(export_dir, titles), args.turns, args.turn_seconds)
     if args.only == "serving":
         return print_table(rows)

@@ -27,10 +27,14 @@ def read_csv(path, label_column=None):
     return (texts, [row[label_column] for row in rows]) if label_column else texts
 
 
-def sorted_batches(tokenizer, titles, batch_size):
-    """(ids, mask) tensors: the titles sorted by length, cut into batches, each padded to its longest."""
+def encode(tokenizer, titles):
+    return [tokenizer(title, truncation=True, max_length=128)["input_ids"] for title in titles]
+
+
+def sorted_batches(encoded, batch_size):
+    """(ids, mask) tensors: the encoded titles sorted by length, cut into batches, each padded to its longest."""
     import torch
-    encoded = sorted((tokenizer(title, truncation=True, max_length=128)["input_ids"] for title in titles), key=len)
+    encoded = sorted(encoded, key=len)
     batches = []
     for start in range(0, len(encoded), batch_size):
         chosen = encoded[start:start + batch_size]
@@ -49,7 +53,7 @@ def forward_steps(model, tokenizer, titles, batch_size, batches_per_step):
     any stretch of steps sees short and long titles alike); "step N" after each `batches_per_step`."""
     import random
     import torch
-    batches = sorted_batches(tokenizer, titles, batch_size)
+    batches = sorted_batches(encode(tokenizer, titles), batch_size)
     batches = [batch for batch in batches if len(batch[0]) == batch_size]  # full batches: steps x size = titles
     random.Random(0).shuffle(batches)
     step, at = 0, 0
@@ -65,8 +69,8 @@ def forward_steps(model, tokenizer, titles, batch_size, batches_per_step):
 
 def forward_rates(model, tokenizer, titles, batch_size):
     import torch
-    encoded = [tokenizer(title, truncation=True, max_length=128)["input_ids"] for title in titles]
-    batches = sorted_batches(tokenizer, titles, batch_size)
+    encoded = encode(tokenizer, titles)
+    batches = sorted_batches(encoded, batch_size)
     with torch.inference_mode():
         model(input_ids=batches[0][0], attention_mask=batches[0][1])  # warm-up
         started = time.perf_counter()

@@ -70,16 +70,15 @@ def forward_steps(export_dir, test_csv):
         print("step %d" % step, flush=True)
 
 
-def serving_in_turns(export_dir, test_csv, peer, rounds, slice_s, env, int8=True):
+def serving_in_turns(export_dir, test_csv, peer, rounds, slice_s, int8=True):
     """bench.Turns of titles/s for predict, predict-int8 (when `int8`: the export has an accepted int8
-    copy), forward and hf (when `peer` is hf_peer_setup's (python, model dir)), and GFLOP/s for gemm-*.
-    `env`: the environment for our processes."""
-    from . import gemm
-    from .bench import GEMM_ENGINES, HF_PEER_SCRIPT, Turns
-    from .interleave import Contender, interleaved_turns, rate
+    copy), forward and hf (when `peer` is hf_peer_setup's (python, model dir)), and GFLOP/s for gemm-*."""
+    from .bench import HF_PEER_SCRIPT, in_turns_with_gemm, trainer_env
+    from .interleave import Contender
 
     def ours(name, *args):
-        return Contender(name, [sys.executable, "-m", "bert_in_a_flask.tools.serving_turns"] + list(args), env=env)
+        return Contender(name, [sys.executable, "-m", "bert_in_a_flask.tools.serving_turns"] + list(args),
+                         env=trainer_env())
     contenders = [ours("predict", "predict", export_dir, test_csv), ours("forward", "forward", export_dir, test_csv)]
     if int8:
         contenders.append(ours("predict-int8", "predict", export_dir, test_csv, "int8"))
@@ -88,17 +87,8 @@ def serving_in_turns(export_dir, test_csv, peer, rounds, slice_s, env, int8=True
         contenders.append(Contender("hf", [python, HF_PEER_SCRIPT, "--model-dir", model_dir, "--titles", test_csv,
                                            "--batch-size", str(BATCH_SIZE),
                                            "--forward-steps", str(PER_STEP // BATCH_SIZE)]))
-    contenders += [Contender("gemm-" + engine, [sys.executable, "-m", "bert_in_a_flask.tools.gemm", engine], env=env)
-                   for engine in GEMM_ENGINES]
-    try:
-        turns = interleaved_turns(contenders, slice_s=slice_s, rounds=rounds, warm_up_steps=3)
-    except RuntimeError as error:
-        sys.exit("a timed server or forward pass failed: %s" % error)
-
-    def unit(name):
-        return gemm.flops_per_step() / 1e9 if name.startswith("gemm-") else PER_STEP
-    return Turns({name: rate(taken) * unit(name) for name, taken in turns.items()},
-                 {name: [rate([turn]) * unit(name) for turn in taken] for name, taken in turns.items()})
+    return in_turns_with_gemm(contenders, PER_STEP, rounds, slice_s, "a timed server or forward pass",
+                              warm_up_steps=3)
 
 
 def main(argv=None):
