@@ -64,8 +64,16 @@ def step_in(log_text):
     return int(steps[-1]) if steps else 0
 
 
-def saved_steps(log_text):
-    return [int(step) for step in re.findall(r"Saving checkpoints for (\d+) into", log_text)]
+def newest_checkpoint_step(model_dir):
+    """The step of the newest checkpoint whose save finished: the saver names it in the state file (written
+    by rename) only after its files are whole; the log's "Saving checkpoints for N" comes before the save,
+    so a kill right after that line leaves the previous checkpoint as the newest."""
+    try:
+        with open(os.path.join(model_dir, "checkpoint")) as state:
+            found = re.search(r'^model_checkpoint_path: "\S*model\.ckpt-(\d+)"', state.read(), re.M)
+    except FileNotFoundError:
+        return 0
+    return int(found.group(1)) if found else 0
 
 
 def wait_for(condition, process, log_path, deadline):
@@ -94,10 +102,11 @@ def test_a_killed_worker_and_a_killed_chief_are_started_again_and_the_job_finish
     # the chief dies after a checkpoint beyond the first; started again, it goes on from its newest
     # checkpoint, not from the pretrained weights
     chief, chief_log = processes[("chief", 0)]
-    wait_for(lambda: max(saved_steps(read(chief_log)) or [0]) >= 80, chief, chief_log, deadline)
-    last_saved = max(saved_steps(read(chief_log)))
-    assert last_saved < 600
+    model_dir = str(out / "checkpoints")
+    wait_for(lambda: newest_checkpoint_step(model_dir) >= 80, chief, chief_log, deadline)
     kill_and_restart(spec, processes, ("chief", 0), args)
+    last_saved = newest_checkpoint_step(model_dir)  # read after the kill: a save may have finished meanwhile
+    assert last_saved < 600
 
     codes = cluster.wait(processes, timeout=900)
     logs = {role: read(path) for (role, _), (_, path) in processes.items()}
