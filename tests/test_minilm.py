@@ -132,9 +132,9 @@ def test_minilm_fine_tunes_end_to_end(minilm_dir, tmp_path):
     with open(os.path.join(metrics["export_dir"], "assets.extra", "model_config.json")) as handle:
         config = json.load(handle)
     assert config["base_model"] == "all-MiniLM-L6-v2"  # what /metadata names, not a folder
-    # Every LayerNorm (embeddings + 2 per layer) and every GELU (one per layer) runs as one kernel,
+    # Every LayerNorm (embeddings + 2 per layer), GELU and attention block (one per layer) runs as one kernel,
     # and the fused file still gives the SavedModel's probabilities.
-    assert config["onnx"]["fused"] == {"LayerNormalization": 13, "BiasGelu": 6, "Gelu": 0}, config["onnx"]
+    assert config["onnx"]["fused"] == {"LayerNormalization": 13, "BiasGelu": 6, "Gelu": 0, "Attention": 6}, config["onnx"]
     assert config["onnx"]["verified"] and config["onnx"]["max_abs_diff"] <= 1e-4
 
 

@@ -36,9 +36,9 @@ def test_training_converts_and_verifies_the_best_export(trained):
     record = onnx_record(trained["export_dir"])
     assert record["verified"] is True and record["max_abs_diff"] <= 1e-4 and record["label_agreement"] == 1.0
     assert record["n_texts"] >= 500 and record["verified_on"].startswith("41 texts")  # the validation split
-    # The tiny model's 5 LayerNorms (embeddings + 2 per layer) run as onnxruntime's kernel; its "gelu" is
-    # bert's tanh approximation, which is not fused (MiniLM's exact GELU is: test_minilm.py).
-    assert record["fused"] == {"LayerNormalization": 5, "BiasGelu": 0, "Gelu": 0}
+    # The tiny model's 5 LayerNorms (embeddings + 2 per layer) and 2 attention blocks run as onnxruntime's
+    # kernels; its "gelu" is bert's tanh approximation, which is not fused (MiniLM's exact GELU is: test_minilm.py).
+    assert record["fused"] == {"LayerNormalization": 5, "BiasGelu": 0, "Gelu": 0, "Attention": 2}
     assert os.path.isfile(os.path.join(trained["export_dir"], "model.onnx"))
     assert not [name for name in os.listdir(trained["export_dir"]) if ".tmp" in name]
     assert "model.onnx verified: max |dp|" in trained["log"]

@@ -3,8 +3,8 @@
     python -m bert_in_a_flask.training.onnx_export --model-dir models/trained_model   (make onnx)
 
 The trainer converts its best export when training ends; this command converts an older export.
-tf2onnx's LayerNorms and GELUs are then fused into onnxruntime's kernels (onnx_fusion.py; the
-counts go into the record). The file is written under a temp name, checked on real texts (the
+tf2onnx's LayerNorms, GELUs and attention blocks are then fused into onnxruntime's kernels
+(onnx_fusion.py; the counts go into the record). The file is written under a temp name, checked on real texts (the
 validation split, topped up to MIN_TEXTS with random word-piece sequences; or --texts-file) through
 both the SavedModel and onnxruntime, and only then renamed to <export>/model.onnx; its sha256 and
 the agreement (max |Δprobability|, label agreement) go into model_config.json's `onnx` record. A
@@ -231,7 +231,8 @@ def frozen_serving_default(export_dir):
 
 
 def tf2onnx_in_this_process(export_dir, output):
-    """Convert, then fuse LayerNorm and GELU into onnxruntime's kernels (onnx_fusion.py); prints the counts."""
+    """Convert, then fuse LayerNorm, GELU and attention into onnxruntime's kernels (onnx_fusion.py); prints the
+    counts."""
     import tf2onnx
 
     from .onnx_fusion import fuse_file

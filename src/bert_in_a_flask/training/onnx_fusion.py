@@ -1,20 +1,26 @@
 """Fuse what tf2onnx spells out op by op into the single kernels onnxruntime has for them.
 
-tf2onnx writes each of bert's LayerNorms as the 11 ops of TF's moments + batch_normalization, and
-each exact GELU as 5 around an Erf; onnxruntime's own graph fusions match neither spelling (its
-patterns follow PyTorch's exports), so MiniLM-L6 ran 835 small ops per forward pass. This pass
+tf2onnx writes each of bert's LayerNorms as the 11 ops of TF's moments + batch_normalization, each
+exact GELU as 5 around an Erf, and each self-attention as ~50 (three products, reshapes, transposes,
+shape arithmetic, the masked softmax); onnxruntime's own graph fusions match none of these spellings
+(its patterns follow PyTorch's exports), so MiniLM-L6 ran 835 small ops per forward pass. This pass
 rewrites them in the converted model:
 
     LayerNorm  mean(x); x - mean; (.)^2; mean; + eps; sqrt; 1/.; * gamma; ... ; x * g + (beta - mean * g)
                -> LayerNormalization(x, gamma, beta, axis=-1, epsilon)   (onnxruntime's kernel for opset < 17)
     GELU       0.5 * x * (1 + erf(x / sqrt 2)) with x = h + bias
                -> BiasGelu(h, bias), or Gelu(x) when x is not a bias add   (com.microsoft, onnxruntime >= 1.10)
+    attention  softmax(q k^T / sqrt(d) + (1 - mask) * -10000) v with q, k, v = x W + b, per head
+               -> Attention(x, [Wq Wk Wv], [bq bk bv], mask, num_heads)   (com.microsoft, onnxruntime >= 1.10)
 
-A pattern is fused only where all its intermediate results feed nothing outside it and gamma, beta,
-epsilon and the constants are what the spelling says; anything else is left as it was. The result
+A LayerNorm or GELU is fused only where all its intermediate results feed nothing outside it and
+gamma, beta, epsilon and the constants are what the spelling says; an attention block only where its
+result, in one probe run, equals the attention computed in numpy from its input (fuse_attention);
+anything else is left as it was. The result
 needs onnxruntime (any language binding), which is what serves it; the conversion's verification
 against the SavedModel (onnx_export.py) runs on the fused file, so a wrong fusion is never served.
 """
+import collections
 import math
 
 
@@ -36,6 +42,7 @@ class Graph(object):
         outputs = {output.name for output in graph.output}
         for name in outputs:
             self.consumers.setdefault(name, []).append(None)  # a graph output is a consumer outside any pattern
+        self.inputs = {graph_input.name for graph_input in graph.input}
         self.constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
         for node in graph.node:
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
@@ -175,7 +182,7 @@ def match_gelu(g, erf):
 
 
 def fuse(model):
-    """Rewrite `model` (onnx ModelProto) in place; returns {"LayerNormalization": n, "BiasGelu": n, "Gelu": n}."""
+    """Rewrite `model` (onnx ModelProto) in place; returns the count of each fused op type."""
     from onnx import helper
     counts = {"LayerNormalization": 0, "BiasGelu": 0, "Gelu": 0}
     g = Graph(model.graph)
@@ -212,10 +219,281 @@ def fuse(model):
     kept = [replaced.get(id(node), node) for node in model.graph.node]
     del model.graph.node[:]
     model.graph.node.extend(node for node in kept if node is not None)
+    counts["Attention"] = fuse_attention(model)
+    drop_dead_nodes(model.graph)
     drop_unused_constants(model.graph)
-    if (counts["BiasGelu"] or counts["Gelu"]) and not any(o.domain == MS_DOMAIN for o in model.opset_import):
+    if (counts["BiasGelu"] or counts["Gelu"] or counts["Attention"]) and not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return counts
+
+
+def match_attention(g, softmax):
+    """bert's self-attention around `softmax` ("<layer>/attention/self/Softmax"), as tf2onnx wrote it: a dict with
+    the shared input, the Q/K/V weights and biases, the head count, the mask input and the dense layer that
+    reads the context; or None. Matched by bert's scope names and checked by values (shapes, the 1/sqrt(d)
+    scale, the -10000 mask): the rest of the chain (reshapes, transposes, batched products) is replaced whole."""
+    prefix = softmax.name[:-len("Softmax")]
+    if softmax.op_type != "Softmax" or not softmax.name.endswith("/attention/self/Softmax"):
+        return None
+    by_name = {node.name: node for node in g.graph.node if node.name.startswith(prefix)}
+    projections = {}
+    for role in ("query", "key", "value"):
+        matmul = next((n for name, n in by_name.items() if n.op_type == "MatMul" and name.startswith(prefix + role + "/")
+                       and n.input[1] in g.constants and g.constants[n.input[1]].ndim == 2), None)
+        bias_add = by_name.get(prefix + role + "/add")
+        if matmul is None or bias_add is None or bias_add.op_type != "Add":
+            return None
+        bias = next((b for b in bias_add.input if b in g.constants), None)
+        data = other_input(bias_add, bias) if bias else None
+        reshape = g.made_by(data, "Reshape") if data else None
+        if data is None or (data != matmul.output[0] and (reshape is None or reshape.input[0] != matmul.output[0])):
+            return None
+        projections[role] = (matmul.input[0], g.constants[matmul.input[1]], g.constants[bias])
+    inputs = {x for x, _, _ in projections.values()}
+    weights = [w for _, w, _ in projections.values()]
+    biases = [b for _, _, b in projections.values()]
+    hidden = weights[0].shape[1]
+    if len(inputs) != 1 or any(w.shape != weights[0].shape for w in weights) or any(b.size != hidden for b in biases):
+        return None
+    mask_add = g.made_by(softmax.input[0], "Add")
+    scores = mask_add and next((g.made_by(x, "Mul") for x in mask_add.input if g.made_by(x, "Mul") is not None), None)
+    scale = scores and next((g.scalar(x) for x in scores.input if g.scalar(x) is not None), None)
+    if not scale or scale <= 0:
+        return None
+    # [heads, head size] biases name the head count; flat ones leave it to the 1/sqrt(head size) scale
+    heads = biases[0].shape[0] if biases[0].ndim == 2 else hidden // max(1, int(round(scale ** -2)))
+    if not heads or hidden % heads or abs(scale - (hidden // heads) ** -0.5) > 1e-6:
+        return None
+    mask = attention_mask_input(g, mask_add, scores)
+    dense = dense_after(g, prefix[:-len("self/")] + "output/", softmax)
+    if mask is None or dense is None:
+        return None
+    return {"input": inputs.pop(), "weights": weights, "biases": biases, "heads": heads, "mask": mask, "dense": dense,
+            "context": context_tensor(g, dense)}
+
+
+def attention_mask_input(g, mask_add, scores):
+    """The graph input (a [batch, length] 0/1 mask) that bert's additive mask (1 - mask) * -10000, the other
+    input of `mask_add` than the scaled `scores`, is made of."""
+    seen, stack, found, constants = set(), [other_input(mask_add, scores.output[0])], set(), set()
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = g.producer.get(name)
+        if node is None:
+            if name in g.inputs and name not in g.constants:
+                found.add(name)
+            elif g.scalar(name) is not None:
+                constants.add(g.scalar(name))
+            continue
+        if node.op_type == "Shape":  # shape arithmetic, not the mask's values
+            continue
+        stack.extend(node.input)
+    return found.pop() if len(found) == 1 and -10000.0 in constants else None
+
+
+def dense_after(g, output_prefix, softmax):
+    """The attention output layer's MatMul (its weight a constant) whose input comes from `softmax`."""
+    for node in g.graph.node:
+        if node.op_type == "MatMul" and node.name.startswith(output_prefix) and node.input[1] in g.constants:
+            queue, seen = collections.deque([node.input[0]]), set()
+            while queue and len(seen) < 100:  # breadth first: the softmax is a few ops back
+                name = queue.popleft()
+                producer = g.producer.get(name)
+                if producer is softmax:
+                    return node
+                if producer is not None and name not in seen:
+                    seen.add(name)
+                    queue.extend(producer.input)
+    return None
+
+
+def fuse_attention(model):
+    """Replace each of bert's self-attention blocks by onnxruntime's Attention kernel (one [H, 3H] product for
+    Q, K and V, the masked softmax per head, no transposes); returns how many were replaced.
+
+    tf2onnx moves transposes into the weights, so the layout of the context the output layer reads ([batch,
+    length, heads, head size], head size before heads, or flat) is written nowhere: one probe run of the
+    graph reads each block's input and context, and a block is replaced only where its context equals the
+    attention computed here from that input, in one of those layouts."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    try:
+        import onnxruntime  # noqa: F401  (the probe; the kernel needs onnxruntime anyway)
+    except ImportError:
+        return 0
+    g = Graph(model.graph)
+    found = [m for m in (match_attention(g, node) for node in model.graph.node if node.op_type == "Softmax") if m]
+    found = [m for m in found if m["mask"] == found[0]["mask"]]
+    layouts = probe_context_layouts(model, found) if found else []
+    found = [dict(m, layout=layout) for m, layout in zip(found, layouts) if layout is not None]
+    if not found:
+        return 0
+    added = {}  # id(dense MatMul) -> the nodes that go right before it
+    shared = []
+    mask = found[0]["mask"]
+    mask_int32 = mask
+    if next(i.type.tensor_type.elem_type for i in model.graph.input if i.name == mask) != TensorProto.INT32:
+        mask_int32 = mask + "/attention_mask_int32"
+        shared.append(helper.make_node("Cast", [mask], [mask_int32], to=TensorProto.INT32, name=mask_int32))
+    for index, match in enumerate(found):
+        name = match["dense"].name.rsplit("/attention/", 1)[0] + "/attention/self/fused"
+        hidden, heads = match["weights"][0].shape[0], match["heads"]
+        shape3 = "attention_input_shape_%d" % hidden
+        if not any(n.output[0] == shape3 for n in shared):
+            shared.extend([
+                helper.make_node("Shape", [mask], [shape3 + "/batch_length"], name=shape3 + "/batch_length"),
+                helper.make_node("Concat", [shape3 + "/batch_length", shape3 + "/hidden"], [shape3], axis=0, name=shape3)])
+            model.graph.initializer.append(numpy_helper.from_array(np.array([hidden], np.int64), shape3 + "/hidden"))
+        weight = np.concatenate(match["weights"], axis=1).astype(np.float32)
+        bias = np.concatenate([b.ravel() for b in match["biases"]]).astype(np.float32)
+        width = weight.shape[1] // 3
+        size = width // heads
+        context_shape = {"flat": [-1, width], "heads_first": [0, 0, heads, size], "heads_last": [0, 0, size, heads]}
+        reordered = match["layout"] == "heads_last" and reorder_output_weights(g, model, match, heads, size)
+        context_shape = context_shape["heads_first" if match["layout"] == "heads_last" and not reordered
+                                      else match["layout"]]
+        model.graph.initializer.extend([
+            numpy_helper.from_array(weight, name + "/qkv_weight"), numpy_helper.from_array(bias, name + "/qkv_bias"),
+            numpy_helper.from_array(np.array(context_shape, np.int64), name + "/context_shape")])
+        context = name + "/context"
+        nodes = [
+            helper.make_node("Reshape", [match["input"], shape3], [name + "/input"], name=name + "/input"),
+            helper.make_node("Attention", [name + "/input", name + "/qkv_weight", name + "/qkv_bias", mask_int32],
+                             [name + "/output"], name=name, domain=MS_DOMAIN, num_heads=heads),
+            helper.make_node("Reshape", [name + "/output", name + "/context_shape"], [context], name=context)]
+        if match["layout"] == "heads_last" and not reordered:  # [batch, length, head size, heads]
+            nodes.append(helper.make_node("Transpose", [context], [context + "/heads_last"], perm=[0, 1, 3, 2],
+                                          name=context + "/heads_last"))
+            context += "/heads_last"
+        # The new context takes the old one's place, in its shape: tf2onnx's shape arithmetic downstream
+        # reads it too, and would otherwise keep the whole old chain alive.
+        nodes += transposed_shapes(g, match["context"], context)
+        added[id(match["dense"])] = (shared if index == 0 else []) + nodes
+        for consumer in g.consumers.get(match["context"], []):
+            if consumer is not None:
+                consumer.input[:] = [context if x == match["context"] else x for x in consumer.input]
+    kept = []
+    for node in model.graph.node:
+        kept.extend(added.get(id(node), []))
+        kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return len(found)
+
+
+def probe_context_layouts(model, found, batch=2, length=7):
+    """For each matched block: "heads_first", "heads_last" or "flat" (how its context is laid out), or None
+    where the context is not the attention of its input (that block is then left as it was)."""
+    import numpy as np
+    import onnxruntime
+    from onnx import TensorProto, helper
+    probe = type(model)()
+    probe.CopyFrom(model)
+    wanted = [m["context"] for m in found] + [m["input"] for m in found]
+    del probe.graph.output[:]
+    probe.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in wanted)
+    mask = np.ones((batch, length))
+    mask[1, length // 2:] = 0  # a padded row: the mask must act as bert's
+    types = {TensorProto.INT32: np.int32, TensorProto.INT64: np.int64, TensorProto.FLOAT: np.float32}
+    rng = np.random.RandomState(0)
+    feeds = {}
+    for graph_input in model.graph.input:  # ids 0 ([PAD], with position embeddings), floats at random
+        elem_type = graph_input.type.tensor_type.elem_type
+        shape = [dim.dim_value or (batch if axis == 0 else length)
+                 for axis, dim in enumerate(graph_input.type.tensor_type.shape.dim)]
+        value = mask if graph_input.name == found[0]["mask"] else (
+            rng.normal(size=shape) if elem_type == TensorProto.FLOAT else np.zeros(shape))
+        feeds[graph_input.name] = value.astype(types[elem_type])
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    values = session.run(wanted, feeds)
+    layouts = []
+    for match, context, x in zip(found, values[:len(found)], values[len(found):]):
+        expected = reference_attention(x.reshape(batch, length, -1), match, mask)  # [batch, length, heads, size]
+        candidates = {"heads_first": expected, "heads_last": expected.transpose(0, 1, 3, 2),
+                      "flat": expected.reshape(batch * length, -1)}
+        layouts.append(next((layout for layout, value in candidates.items() if value.shape == context.shape
+                             and np.allclose(value, context, rtol=1e-3, atol=1e-4)), None))
+    return layouts
+
+
+def reference_attention(x, match, mask):
+    """bert's attention_layer in numpy: [batch, length, heads, head size]."""
+    import numpy as np
+    batch, length, _ = x.shape
+    q, k, v = [(x @ w + b.ravel()).reshape(batch, length, match["heads"], -1).transpose(0, 2, 1, 3)
+               for w, b in zip(match["weights"], match["biases"])]
+    scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1]) + (1.0 - mask[:, None, None, :]) * -10000.0
+    probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    return (probs @ v).transpose(0, 2, 1, 3)
+
+
+def reorder_output_weights(g, model, match, heads, size):
+    """Where the output layer reads a head-size-major context only through its flattening Reshape, permute
+    that layer's weight rows to the head-major order the Attention kernel writes: no transpose is needed
+    (transposing the last two axes cost ~9 % of the forward pass). The new context is then given the old
+    one's shape, for the shape arithmetic that reads it. False where the context has other readers."""
+    import numpy as np
+    from onnx import numpy_helper
+    readers = [n for n in g.consumers.get(match["context"], []) if n is None or n.op_type != "Shape"]
+    flatten, dense = (readers[0] if len(readers) == 1 else None), match["dense"]
+    if flatten is None or flatten.op_type != "Reshape" or g.consumers.get(flatten.output[0], []) != [dense] \
+            or dense.input[0] != flatten.output[0]:
+        return False
+    weight = g.constants[dense.input[1]]
+    rows = np.arange(heads * size).reshape(size, heads).T.ravel()  # head-major row i reads weight row rows[i]
+    name = dense.input[1] + "/heads_first"
+    model.graph.initializer.append(numpy_helper.from_array(weight[rows].astype(weight.dtype), name))
+    dense.input[1] = name
+    return True
+
+
+def context_tensor(g, dense):
+    """The attention's result as the output layer reads it: the 4-d transpose that tf2onnx's einsum spelling
+    flattens for the product, or the product's flat input itself."""
+    flatten = g.made_by(dense.input[0], "Reshape")
+    transpose = g.made_by(flatten.input[0], "Transpose") if flatten is not None else None
+    if transpose is not None and len(transpose.attribute[0].ints) == 4:
+        return transpose.output[0]
+    return dense.input[0]
+
+
+def transposed_shapes(g, context, replacement):
+    """tf2onnx computes the shape of Transpose(x, perm) as Gather(Shape(x), perm); where `context` is such a
+    transpose, those Gathers are pointed at Shape(replacement) (the same values) so x's chain can go.
+    Returns the Shape node to add (none when there is nothing to repoint)."""
+    from onnx import helper
+    transpose = g.made_by(context, "Transpose")
+    if transpose is None:
+        return []
+    perm = list(transpose.attribute[0].ints)
+    gathers = [gather for shape in g.consumers.get(transpose.input[0], []) if shape is not None and shape.op_type == "Shape"
+               for gather in g.consumers.get(shape.output[0], []) if gather is not None and gather.op_type == "Gather"
+               and gather.input[1] in g.constants and list(g.constants[gather.input[1]].ravel()) == perm]
+    if not gathers:
+        return []
+    shape_node = helper.make_node("Shape", [replacement], [replacement + "/shape"], name=replacement + "/shape")
+    for gather in gathers:
+        for consumer in g.consumers.get(gather.output[0], []):
+            if consumer is not None:
+                consumer.input[:] = [replacement + "/shape" if x == gather.output[0] else x for x in consumer.input]
+    return [shape_node]
+
+
+def drop_dead_nodes(graph):
+    """Remove the nodes whose results nothing reads (what a fused block leaves behind: its shape arithmetic)."""
+    while True:
+        used = {name for node in graph.node for name in node.input} | {output.name for output in graph.output}
+        dead = [node for node in graph.node if not any(out in used for out in node.output)]
+        if not dead:
+            return
+        for node in dead:
+            graph.node.remove(node)
 
 
 def drop_unused_constants(graph):
