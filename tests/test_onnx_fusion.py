@@ -135,10 +135,12 @@ HEADS, SIZE = 2, 4  # HIDDEN = HEADS * SIZE
 SCOPE = "bert/encoder/layer_0/attention/"
 
 
-def attention_block(context_order="heads_first", mask_value=-10000.0, scale=SIZE ** -0.5):
+def attention_block(context_order="heads_first", mask_value=-10000.0, scale=SIZE ** -0.5,
+                    mask_type=TensorProto.INT32, context_is_output=False):
     """x [batch, length, HIDDEN], mask [batch, length] -> bert's attention_layer + the output layer's product,
     with the node names tf2onnx keeps from bert's scopes. context_order "heads_last" is the [batch, length,
-    head size, heads] context that tf2onnx writes when it moves a transpose into the output weights."""
+    head size, heads] context that tf2onnx writes when it moves a transpose into the output weights;
+    context_is_output makes that context a second output of the graph."""
     b = Builder(seed=3)
     flat = b.op("Reshape", "x", b.ints([-1, HIDDEN]))
     heads_shape = b.op("Concat", b.op("Slice", b.op("Shape", "x"), b.ints([0]), b.ints([2])), b.ints([HEADS, SIZE]),
@@ -162,22 +164,25 @@ def attention_block(context_order="heads_first", mask_value=-10000.0, scale=SIZE
                b.const(b.rng.normal(size=(HIDDEN, HIDDEN))), name=SCOPE + "output/dense/MatMul")
     graph = helper.make_graph(
         b.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, HIDDEN]),
-                       helper.make_tensor_value_info("mask", TensorProto.INT32, [None, None])],
-        [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], b.inits)
+                       helper.make_tensor_value_info("mask", mask_type, [None, None])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+         for name in [out] + [context] * context_is_output], b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 7
     return model
 
 
 def run_attention(model):
-    """The block on 3 texts of length 6, two of them padded."""
+    """The block's outputs on 3 texts of length 6, two of them padded."""
     rng = np.random.RandomState(4)
-    mask = np.ones((3, 6), np.int32)
+    mask_type = {TensorProto.INT32: np.int32, TensorProto.INT64: np.int64}[
+        model.graph.input[1].type.tensor_type.elem_type]
+    mask = np.ones((3, 6), mask_type)
     mask[1, 4:] = 0
     mask[2, 2:] = 0
     feeds = {"x": rng.normal(size=(3, 6, HIDDEN)).astype(np.float32), "mask": mask}
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)[0]
+    return session.run(None, feeds)
 
 
 @pytest.mark.parametrize("context_order", ["heads_first", "heads_last"])
@@ -189,7 +194,21 @@ def test_self_attention_becomes_one_attention_kernel_with_the_same_numbers(conte
     # no transpose, softmax or mask arithmetic left: a head-size-major context is absorbed by reordering the
     # output layer's weight rows
     assert sorted(set(ops)) == ["Attention", "Concat", "MatMul", "Reshape", "Shape"], ops
-    np.testing.assert_allclose(run_attention(model), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_attention(model)[0], expected[0], rtol=1e-5, atol=1e-5)
+
+
+def test_attention_with_an_int64_mask_and_a_context_read_elsewhere_gives_the_same_numbers():
+    """The kernel takes an int32 mask (a Cast is added), and a head-size-major context that is also a graph
+    output keeps its layout (a Transpose is added instead of reordering the weights)."""
+    model = attention_block("heads_last", mask_type=TensorProto.INT64, context_is_output=True)
+    expected = run_attention(model)
+    assert fuse(model)["Attention"] == 1
+    added = {node.name: node.op_type for node in model.graph.node if node.name.startswith("attention/")
+             or "/fused" in node.name}
+    assert added[SCOPE + "self/fused"] == "Attention" and added["attention/mask_int32"] == "Cast", added
+    assert added[SCOPE + "self/fused/context/heads_last"] == "Transpose", added
+    for got, want in zip(run_attention(model), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("change", [{"mask_value": -1e9}, {"scale": 0.25}])
@@ -201,4 +220,5 @@ def test_attention_with_other_constants_is_left_alone(change):
     before = [node.op_type for node in model.graph.node]
     assert fuse(model)["Attention"] == 0
     assert [node.op_type for node in model.graph.node] == before
-    np.testing.assert_allclose(run_attention(model), expected, atol=1e-6)
+    for got, want in zip(run_attention(model), expected):
+        np.testing.assert_allclose(got, want, atol=1e-6)

@@ -222,7 +222,8 @@ def fuse(model):
     counts["Attention"] = fuse_attention(model)
     drop_dead_nodes(model.graph)
     drop_unused_constants(model.graph)
-    if (counts["BiasGelu"] or counts["Gelu"] or counts["Attention"]) and not any(o.domain == MS_DOMAIN for o in model.opset_import):
+    uses_ms_ops = counts["BiasGelu"] or counts["Gelu"] or counts["Attention"]
+    if uses_ms_ops and not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return counts
 
@@ -238,7 +239,8 @@ def match_attention(g, softmax):
     by_name = {node.name: node for node in g.graph.node if node.name.startswith(prefix)}
     projections = {}
     for role in ("query", "key", "value"):
-        matmul = next((n for name, n in by_name.items() if n.op_type == "MatMul" and name.startswith(prefix + role + "/")
+        matmul = next((n for name, n in by_name.items() if n.op_type == "MatMul"
+                       and name.startswith(prefix + role + "/")
                        and n.input[1] in g.constants and g.constants[n.input[1]].ndim == 2), None)
         bias_add = by_name.get(prefix + role + "/add")
         if matmul is None or bias_add is None or bias_add.op_type != "Add":
@@ -326,27 +328,25 @@ def fuse_attention(model):
         return 0
     g = Graph(model.graph)
     found = [m for m in (match_attention(g, node) for node in model.graph.node if node.op_type == "Softmax") if m]
-    found = [m for m in found if m["mask"] == found[0]["mask"]]
+    # one mask and one width in a bert: the kernel's inputs below are made once, for all blocks
+    found = [m for m in found
+             if m["mask"] == found[0]["mask"] and m["weights"][0].shape == found[0]["weights"][0].shape]
     layouts = probe_context_layouts(model, found) if found else []
     found = [dict(m, layout=layout) for m, layout in zip(found, layouts) if layout is not None]
     if not found:
         return 0
-    added = {}  # id(dense MatMul) -> the nodes that go right before it
-    shared = []
-    mask = found[0]["mask"]
-    mask_int32 = mask
+    mask, hidden = found[0]["mask"], found[0]["weights"][0].shape[0]
+    mask_int32, shape3 = mask, "attention/input_shape"
+    shared = [helper.make_node("Shape", [mask], [shape3 + "/batch_length"], name=shape3 + "/batch_length"),
+              helper.make_node("Concat", [shape3 + "/batch_length", shape3 + "/hidden"], [shape3], axis=0, name=shape3)]
+    model.graph.initializer.append(numpy_helper.from_array(np.array([hidden], np.int64), shape3 + "/hidden"))
     if next(i.type.tensor_type.elem_type for i in model.graph.input if i.name == mask) != TensorProto.INT32:
-        mask_int32 = mask + "/attention_mask_int32"
+        mask_int32 = "attention/mask_int32"
         shared.append(helper.make_node("Cast", [mask], [mask_int32], to=TensorProto.INT32, name=mask_int32))
+    added = {}  # id(dense MatMul) -> the nodes that go right before it
     for index, match in enumerate(found):
         name = match["dense"].name.rsplit("/attention/", 1)[0] + "/attention/self/fused"
-        hidden, heads = match["weights"][0].shape[0], match["heads"]
-        shape3 = "attention_input_shape_%d" % hidden
-        if not any(n.output[0] == shape3 for n in shared):
-            shared.extend([
-                helper.make_node("Shape", [mask], [shape3 + "/batch_length"], name=shape3 + "/batch_length"),
-                helper.make_node("Concat", [shape3 + "/batch_length", shape3 + "/hidden"], [shape3], axis=0, name=shape3)])
-            model.graph.initializer.append(numpy_helper.from_array(np.array([hidden], np.int64), shape3 + "/hidden"))
+        heads = match["heads"]
         weight = np.concatenate(match["weights"], axis=1).astype(np.float32)
         bias = np.concatenate([b.ravel() for b in match["biases"]]).astype(np.float32)
         width = weight.shape[1] // 3
@@ -472,7 +472,8 @@ def transposed_shapes(g, context, replacement):
     if transpose is None:
         return []
     perm = list(transpose.attribute[0].ints)
-    gathers = [gather for shape in g.consumers.get(transpose.input[0], []) if shape is not None and shape.op_type == "Shape"
+    shapes = [node for node in g.consumers.get(transpose.input[0], []) if node is not None and node.op_type == "Shape"]
+    gathers = [gather for shape in shapes
                for gather in g.consumers.get(shape.output[0], []) if gather is not None and gather.op_type == "Gather"
                and gather.input[1] in g.constants and list(g.constants[gather.input[1]].ravel()) == perm]
     if not gathers:
