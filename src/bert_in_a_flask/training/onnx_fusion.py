@@ -16,9 +16,9 @@ rewrites them in the converted model:
 A LayerNorm or GELU is fused only where all its intermediate results feed nothing outside it and
 gamma, beta, epsilon and the constants are what the spelling says; an attention block only where its
 result, in one probe run, equals the attention computed in numpy from its input (fuse_attention);
-anything else is left as it was. The result
-needs onnxruntime (any language binding), which is what serves it; the conversion's verification
-against the SavedModel (onnx_export.py) runs on the fused file, so a wrong fusion is never served.
+anything else is left as it was. The result needs onnxruntime (any language binding), which is what
+serves it; the conversion's verification against the SavedModel (onnx_export.py) runs on the fused
+file, so a wrong fusion is never served.
 """
 import collections
 import math
@@ -400,7 +400,8 @@ def probe_context_layouts(model, found, batch=2, length=7):
     types = {TensorProto.INT32: np.int32, TensorProto.INT64: np.int64, TensorProto.FLOAT: np.float32}
     rng = np.random.RandomState(0)
     feeds = {}
-    for graph_input in model.graph.input:  # ids 0 ([PAD], with position embeddings), floats at random
+    weights = {init.name for init in model.graph.initializer}  # listed as inputs in old IR versions
+    for graph_input in (i for i in model.graph.input if i.name not in weights):  # ids 0 ([PAD]), floats at random
         elem_type = graph_input.type.tensor_type.elem_type
         shape = [dim.dim_value or (batch if axis == 0 else length)
                  for axis, dim in enumerate(graph_input.type.tensor_type.shape.dim)]
