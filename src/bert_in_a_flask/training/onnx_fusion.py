@@ -349,12 +349,8 @@ def fuse_attention(model):
         heads = match["heads"]
         weight = np.concatenate(match["weights"], axis=1).astype(np.float32)
         bias = np.concatenate([b.ravel() for b in match["biases"]]).astype(np.float32)
-        width = weight.shape[1] // 3
-        size = width // heads
-        context_shape = {"flat": [-1, width], "heads_first": [0, 0, heads, size], "heads_last": [0, 0, size, heads]}
-        reordered = match["layout"] == "heads_last" and reorder_output_weights(g, model, match, heads, size)
-        context_shape = context_shape["heads_first" if match["layout"] == "heads_last" and not reordered
-                                      else match["layout"]]
+        size = weight.shape[1] // 3 // heads  # the head size
+        context_shape, transpose = context_plan(g, model, match, heads, size)
         model.graph.initializer.extend([
             numpy_helper.from_array(weight, name + "/qkv_weight"), numpy_helper.from_array(bias, name + "/qkv_bias"),
             numpy_helper.from_array(np.array(context_shape, np.int64), name + "/context_shape")])
@@ -364,7 +360,7 @@ def fuse_attention(model):
             helper.make_node("Attention", [name + "/input", name + "/qkv_weight", name + "/qkv_bias", mask_int32],
                              [name + "/output"], name=name, domain=MS_DOMAIN, num_heads=heads),
             helper.make_node("Reshape", [name + "/output", name + "/context_shape"], [context], name=context)]
-        if match["layout"] == "heads_last" and not reordered:  # [batch, length, head size, heads]
+        if transpose:  # the kernel's heads-first values, laid out [batch, length, head size, heads]
             nodes.append(helper.make_node("Transpose", [context], [context + "/heads_last"], perm=[0, 1, 3, 2],
                                           name=context + "/heads_last"))
             context += "/heads_last"
@@ -432,6 +428,20 @@ def reference_attention(x, match, mask):
     probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
     probs /= probs.sum(axis=-1, keepdims=True)
     return (probs @ v).transpose(0, 2, 1, 3)
+
+
+def context_plan(g, model, match, heads, size):
+    """How the kernel's [batch, length, hidden] result (heads first) replaces the block's context: the shape
+    it is reshaped to, and whether a Transpose must then put head size before heads."""
+    if match["layout"] == "flat":
+        return [-1, heads * size], False
+    if match["layout"] == "heads_first":
+        return [0, 0, heads, size], False
+    if reorder_output_weights(g, model, match, heads, size):
+        # the output layer now reads heads first; the old [.., head size, heads] shape stays for the shape
+        # arithmetic downstream (the values' order under it is the kernel's)
+        return [0, 0, size, heads], False
+    return [0, 0, heads, size], True
 
 
 def reorder_output_weights(g, model, match, heads, size):
