@@ -450,6 +450,33 @@ def test_a_request_waits_no_longer_than_the_timeout():
     assert time.monotonic() - started < 2
 
 
+def test_a_lone_sequential_caller_does_not_wait_for_company():
+    from bert_in_a_flask.serving.batcher import MicroBatcher
+    batcher = MicroBatcher(lambda id_lists: [[1.0]] * len(id_lists), max_batch_size=8, max_wait_ms=1000, timeout_s=5)
+    started = time.monotonic()
+    for _ in range(3):
+        assert batcher.submit([[1]]) == [[1.0]]
+    assert time.monotonic() - started < 1.0  # waiting for company would take 3 x 1 s
+    assert not batcher.last_pass_shared
+
+
+def test_concurrent_callers_still_share_forward_passes():
+    from concurrent.futures import ThreadPoolExecutor
+    from bert_in_a_flask.serving.batcher import MicroBatcher
+    passes = []
+
+    def forward(id_lists):
+        passes.append(len(id_lists))
+        time.sleep(0.02)  # the others queue up meanwhile
+        return [[float(ids[0])] for ids in id_lists]
+
+    batcher = MicroBatcher(forward, max_batch_size=64, max_wait_ms=20, timeout_s=10)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lambda i: batcher.submit([[i]]), range(48)))
+    assert answers == [[[float(i)]] for i in range(48)]  # each caller gets its own row back
+    assert len(passes) < 48 and max(passes) > 1
+
+
 # --- 15: clocks and the user-error type ----------------------------------------------------
 
 def test_a_wall_clock_step_back_breaks_no_deadline_or_latency(client, app, monkeypatch):

@@ -5,6 +5,12 @@ queued (up to `max_batch_size` texts, waiting at most `max_wait_ms` for more aft
 runs it through `forward` (which sorts by length and pads per batch) and hands each request its
 own rows back. While a forward pass runs, new requests queue up and go together in the next one.
 
+The wait for company is spent only while passes are shared: after a pass that served one request
+alone, the next takes what is queued and goes at once. A lone sequential caller would otherwise pay
+the wait on every call (one title per request through wrk at 1 connection: 0.65x the requests/s of
+micro-batching off, on a 2-core Zen 5); under concurrency the queue fills during each pass, and the
+wait comes back by itself.
+
 Failures never strand a request: a failed forward pass is handed to every request in it and the
 thread goes on; should the thread itself die, everything queued gets the error, new requests are
 refused at once (`ServiceUnavailable`, a 503) and `alive` turns false (/ready says so); and no
@@ -38,6 +44,7 @@ class MicroBatcher(object):
         self._max_wait, self._timeout = max_wait_ms / 1000.0, timeout_s
         self._queue = queue.Queue()
         self._stopping = False
+        self.last_pass_shared = False  # did the last forward pass serve more than one request?
         self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
         self._thread.start()
 
@@ -70,7 +77,7 @@ class MicroBatcher(object):
             return None
         batch = [first]
         size = len(batch[0].id_lists)
-        deadline = time.monotonic() + self._max_wait
+        deadline = time.monotonic() + (self._max_wait if self.last_pass_shared else 0.0)
         while size < self._max_batch_size:
             remaining = deadline - time.monotonic()
             try:
@@ -82,6 +89,7 @@ class MicroBatcher(object):
                 break
             batch.append(item)
             size += len(item.id_lists)
+        self.last_pass_shared = len(batch) > 1
         return batch
 
     def _run_batch(self, batch):
