@@ -14,7 +14,7 @@ DEFAULTS = {
     "MAX_TEXTS": 256,                     # texts per request, more -> 413
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,  # bytes per request body, more -> 413
     "MICRO_BATCHING": True,               # coalesce concurrent requests into shared forward passes
-    "MICRO_BATCH_WAIT_MS": 2,             # how long the first queued text waits for company
+    "MICRO_BATCH_WAIT_MS": 2,             # how long the first queued text waits for company (after a shared pass)
     "PREDICT_TIMEOUT_S": 30,              # a request waits at most this long for its forward pass (then 503)
     "LOG_FILE": "",                       # also write the call log to this rotating file
     "LOG_TEXTS": False,                   # put raw texts in the call log
