@@ -172,6 +172,16 @@ def attention_block(context_order="heads_first", mask_value=-10000.0, scale=SIZE
     return model
 
 
+def assert_topologically_sorted(model):
+    """ONNX requires each node to come after the producers of its inputs (onnxruntime sorts for itself;
+    the checker and other engines do not)."""
+    defined = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer}
+    for node in model.graph.node:
+        early = [name for name in node.input if name and name not in defined]
+        assert not early, "%s reads %s before it is made" % (node.name, early)
+        defined.update(node.output)
+
+
 def run_attention(model):
     """The block's outputs on 3 texts of length 6, two of them padded."""
     rng = np.random.RandomState(4)
@@ -194,6 +204,7 @@ def test_self_attention_becomes_one_attention_kernel_with_the_same_numbers(conte
     # no transpose, softmax or mask arithmetic left: a head-size-major context is absorbed by reordering the
     # output layer's weight rows
     assert sorted(set(ops)) == ["Attention", "Concat", "MatMul", "Reshape", "Shape"], ops
+    assert_topologically_sorted(model)
     np.testing.assert_allclose(run_attention(model)[0], expected[0], rtol=1e-5, atol=1e-5)
 
 
@@ -207,6 +218,7 @@ def test_attention_with_an_int64_mask_and_a_context_read_elsewhere_gives_the_sam
              or "/fused" in node.name}
     assert added[SCOPE + "self/fused"] == "Attention" and added["attention/mask_int32"] == "Cast", added
     assert added[SCOPE + "self/fused/context/heads_last"] == "Transpose", added
+    assert_topologically_sorted(model)
     for got, want in zip(run_attention(model), expected):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 

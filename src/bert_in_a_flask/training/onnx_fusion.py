@@ -343,7 +343,7 @@ def fuse_attention(model):
     if next(i.type.tensor_type.elem_type for i in model.graph.input if i.name == mask) != TensorProto.INT32:
         mask_int32 = "attention/mask_int32"
         shared.append(helper.make_node("Cast", [mask], [mask_int32], to=TensorProto.INT32, name=mask_int32))
-    added = {}  # id(dense MatMul) -> the nodes that go right before it
+    added = {}  # id(node) -> the fused nodes that go right before it
     for index, match in enumerate(found):
         name = match["dense"].name.rsplit("/attention/", 1)[0] + "/attention/self/fused"
         heads = match["heads"]
@@ -367,10 +367,14 @@ def fuse_attention(model):
         # The new context takes the old one's place, in its shape: tf2onnx's shape arithmetic downstream
         # reads it too, and would otherwise keep the whole old chain alive.
         nodes += transposed_shapes(g, match["context"], context)
-        added[id(match["dense"])] = (shared if index == 0 else []) + nodes
         for consumer in g.consumers.get(match["context"], []):
             if consumer is not None:
                 consumer.input[:] = [context if x == match["context"] else x for x in consumer.input]
+        # ONNX wants each node after its inputs' producers: the new ones go right before their first reader
+        # (tf2onnx's shape arithmetic for the output layer can come before the layer itself)
+        made = {output for node in nodes for output in node.output}
+        first_reader = next(node for node in model.graph.node if made.intersection(node.input))
+        added[id(first_reader)] = (shared if index == 0 else []) + nodes
     kept = []
     for node in model.graph.node:
         kept.extend(added.get(id(node), []))
