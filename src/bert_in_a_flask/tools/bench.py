@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import REPO_ROOT as ROOT
+from . import REPO_ROOT as ROOT, gemm
 from .loadtest import Server, predict, run_clients
 
 RATE = re.compile(r"step (\d+)/\d+ .* ([0-9.]+) examples/s")
@@ -69,14 +69,14 @@ ENDLESS_STEPS = 100000
 BATCH_SIZE = 32  # passed to every timed trainer: steps/s x BATCH_SIZE = examples/s
 
 
-GEMM_ENGINES = ("numpy", "tf")
+GEMM_ENGINES = gemm.available_engines()  # the fastest one sets both ceilings
 
 
 def trainers_in_turns(bert_dir, data_dir, work, compare_runtime, peer, rounds, slice_s):
     """Every trainer and the GEMM ceiling, timed in turns in one run: {name: examples/s} for
     "padded" and "bucketed" (this runtime), "other-runtime" (bucketed, with --compare-runtime) and
     "hf" (when the peer's venv is there: `peer` is hf_peer_setup's (python, model dir)), and
-    {"gemm-numpy"/"gemm-tf": GFLOP/s} (gemm.py, in this runtime)."""
+    {"gemm-<engine>": GFLOP/s} (gemm.py, in this runtime)."""
     from .interleave import Contender
 
     def ours(name, python, extra):
@@ -96,10 +96,9 @@ def trainers_in_turns(bert_dir, data_dir, work, compare_runtime, peer, rounds, s
 
 
 def in_turns_with_gemm(contenders, per_step, rounds, slice_s, what, **kwargs):
-    """`contenders` and this machine's GEMM (gemm.py, "gemm-numpy"/"gemm-tf") timed in turns: Turns of
+    """`contenders` and this machine's GEMM (gemm.py: "gemm-<engine>", each of GEMM_ENGINES) in turns: Turns of
     steps/s x `per_step` (examples or titles per step), and GFLOP/s for the GEMMs. `what` names the
     contenders when one fails; `kwargs` go to interleaved_turns."""
-    from . import gemm
     from .interleave import Contender, interleaved_turns, rate
     contenders = list(contenders) + [
         Contender("gemm-" + engine, [sys.executable, "-m", "bert_in_a_flask.tools.gemm", engine], env=trainer_env())
@@ -477,10 +476,9 @@ def main(argv=None):
         gflops = max(timed.overall["gemm-" + engine] for engine in GEMM_ENGINES)  # both ceilings divide it
         train_ceiling = train_ceiling_examples_per_s(bert_dir, data_dir, gflops)
         rows += training_rows(timed, other_tf, train_ceiling, args.turns, args.turn_seconds)
-        from . import gemm
         rows.append(("GEMM GFLOP/s, %d x %d float32: %s" % (gemm.SIZE, gemm.SIZE, " / ".join(GEMM_ENGINES)),
                      " / ".join("%.0f" % timed.overall["gemm-" + engine] for engine in GEMM_ENGINES),
-                     "the faster is the ceiling; timed in the same turns as the trainers"))
+                     "the fastest is the ceiling; timed in the same turns as the trainers"))
         if isinstance(peer, str):
             rows.append(("HF Trainer (PyTorch, same model)", "-", peer))
         rows += step_profile.rows(*step_profile.profile(bert_dir, os.path.join(data_dir, "train.csv")))
