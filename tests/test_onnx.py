@@ -200,3 +200,19 @@ def test_quantize_flags_are_checked_first(tmp_path):
     result = run_cli("train.py", ["--quantize", "int8", "--skip-onnx", "--output-dir", str(tmp_path / "out")])
     assert result.returncode == 2 and "--skip-onnx" in result.stderr.strip().splitlines()[-1]
     assert not os.path.exists(str(tmp_path / "out"))
+
+
+def test_the_bench_compares_the_backends_when_the_int8_copy_was_not_kept(export_copy, tmp_path):
+    # A short training run's int8 copy can miss the 0.5-point check; `make bench` then went on to open it
+    # and died after 16 minutes with a traceback instead of printing its table.
+    from bert_in_a_flask.tools.bench import serving_backends
+    from bert_in_a_flask.training import onnx_export
+    onnx_export.write_record(export_copy, dict(onnx_record(export_copy), int8={
+        "accepted": False, "accuracy_drop_points": 0.5000001, "max_drop_points": 0.5}))
+    texts, labels = onnx_export.read_texts(labelled_csv(tmp_path / "test.csv"), "post", "tags")
+    rows = serving_backends(export_copy, texts, labels, str(tmp_path), int8=False, batch_sizes=(8, 32))
+    named = {row[0].split(",")[0]: row for row in rows}
+    assert ("onnx-int8", "-", "not kept: it lost more than 0.5 validation accuracy points at conversion") in rows
+    assert "onnx test accuracy (120 titles); labels equal to the SavedModel's" in named
+    assert [row[0].split(" (batch")[0] for row in rows if row[0].startswith("/predict")] == [
+        "/predict whole test set, 128 per request, tf", "/predict whole test set, 128 per request, onnx"]
