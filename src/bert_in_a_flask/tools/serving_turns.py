@@ -14,13 +14,13 @@ on every contender alike: 128 test titles per step for each of
 runs one of ours (what the bench starts for each turn-taker).
 """
 import csv
-import json
 import os
 import random
 import sys
 
 PER_STEP = 128  # titles per step, for every contender: the issue's 128 texts per request
 BATCH_SIZE = 32  # the HF peer's batch, and ours in `forward`
+PAUSE_PROOF_TIMEOUT_S = 3600  # a /predict's socket timeout in `predict` (see predict_steps)
 
 
 def read_titles(test_csv):
@@ -44,9 +44,12 @@ def predict_steps(export_dir, test_csv, quantize="none"):
         while True:
             chunk = titles[at:at + PER_STEP]
             at = (at + PER_STEP) % (len(titles) - PER_STEP)
-            status, answer = predict(server.url, chunk)
+            # The turn-taker pauses this process and its server together, often mid-request, for the other
+            # contenders' turns (7 x 10 s with the defaults): a socket timeout would count those pauses, so
+            # it is far longer; a server that really stalls is caught by the turn-taker's own step timeout.
+            status, answer = predict(server.url, chunk, timeout=PAUSE_PROOF_TIMEOUT_S)
             if status != 200:
-                sys.exit("/predict answered %d: %s" % (status, json.dumps(answer)[:500]))
+                sys.exit("/predict answered %d: %s" % (status, answer[:500].decode("utf-8", "replace")))
             step += 1
             print("step %d" % step, flush=True)
     finally:
