@@ -214,14 +214,15 @@ def serving_backends(export_dir, titles, labels, logs, int8=True, batch_sizes=(8
     from ..serving.predictor import Predictor
     rows, best, answers = [], {}, {}
     variants = [variant for variant in SERVING_VARIANTS if int8 or variant[2] != "int8"]
+    requests = [titles[start:start + per_request] for start in range(0, min(len(titles), 2048), per_request)]
     for name, backend, quantize in variants:
         predictors = {size: Predictor(export_dir, backend=backend, quantize=quantize, max_batch_size=size)
                       for size in batch_sizes}
-        requests = [titles[start:start + per_request] for start in range(0, min(len(titles), 2048), per_request)]
+        for predictor in predictors.values():
+            predictor.predict_proba(requests[0])  # warm-up
         rates = {size: 0.0 for size in batch_sizes}
         for _ in range(2):  # two rounds, the sizes in turn; each size's better round counts
             for size, predictor in predictors.items():  # requests of `per_request` titles, as /predict gets them
-                predictor.predict_proba(requests[0])
                 started = time.perf_counter()
                 for request in requests:
                     predictor.predict_proba(request)
