@@ -87,6 +87,13 @@ def test_settings_come_from_defaults_then_environment_then_overrides():
 
 # --- metrics -------------------------------------------------------------------------------
 
+def scraped(text):
+    """{(name, labels as a sorted tuple): value} of a Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 def test_metrics_render_prometheus_text():
     from bert_in_a_flask.serving.metrics import Metrics
     metrics = Metrics()
@@ -94,14 +101,19 @@ def test_metrics_render_prometheus_text():
     metrics.observe_request("/predict", 200, 3.0)
     metrics.observe_request("other", 404, 0.001)
     metrics.observe_batch(5)
-    text = metrics.render()
-    assert 'api_requests_total{endpoint="/predict",status="200"} 2' in text
-    assert 'api_requests_total{endpoint="other",status="404"} 1' in text
-    assert 'api_request_latency_seconds_bucket{endpoint="/predict",le="0.025"} 1' in text
-    assert 'api_request_latency_seconds_bucket{endpoint="/predict",le="+Inf"} 2' in text
-    assert 'api_request_latency_seconds_sum{endpoint="/predict"} 3.02' in text
-    assert "api_texts_predicted_total 5" in text and 'api_request_texts_bucket{le="4"} 0' in text
-    assert text.endswith("\n") and all(line.startswith(("#", "api_")) for line in text.splitlines())
+    metrics.admitted(7)
+    metrics.admitted(-3)
+    metrics.shed("queue_full")
+    values = scraped(metrics.render().decode())
+    assert values[("api_requests_total", (("endpoint", "/predict"), ("status", "200")))] == 2
+    assert values[("api_requests_total", (("endpoint", "other"), ("status", "404")))] == 1
+    assert values[("api_request_latency_seconds_bucket", (("endpoint", "/predict"), ("le", "0.025")))] == 1
+    assert values[("api_request_latency_seconds_bucket", (("endpoint", "/predict"), ("le", "+Inf")))] == 2
+    assert values[("api_request_latency_seconds_sum", (("endpoint", "/predict"),))] == pytest.approx(3.02)
+    assert values[("api_texts_predicted_total", ())] == 5
+    assert values[("api_request_texts_bucket", (("le", "4.0"),))] == 0
+    assert values[("api_pending_texts", ())] == 4
+    assert values[("api_shed_requests_total", (("reason", "queue_full"),))] == 1
 
 
 # --- data splits ---------------------------------------------------------------------------

@@ -2,13 +2,15 @@
 
     API_KEYS=k1,k2 (or API_KEYS_FILE=path, one key per line)
         every route but OPEN_PATHS needs `Authorization: Bearer <key>`, else 401 JSON with
-        `WWW-Authenticate: Bearer`. Keys are compared in constant time, each of them every time,
+        `WWW-Authenticate: Bearer`. Keys are compared as SHA-256 digests in constant time (so neither
+        which key nor its length shows in the time taken), each of them every time,
         and never logged (the call log records no headers but the user agent).
     CORS_ORIGINS=https://app.example.com,... (or *)
         browsers on those origins may call: answers carry Access-Control-Allow-Origin, and
         preflights (OPTIONS with Access-Control-Request-Method) are answered 204 without a key,
         as browsers send none with them. A preflight from another origin gets 403.
 """
+import hashlib
 import hmac
 import os
 
@@ -44,15 +46,18 @@ class ApiKeys(object):
 
     def init_app(self, app):
         self.keys = load_keys(app.config["API_KEYS"], app.config["API_KEYS_FILE"])
+        self.key_digests = [hashlib.sha256(key).digest() for key in self.keys]
         app.extensions["api_keys"] = self
         if self.keys:
             app.before_request(self.check)
 
     def accepts(self, token):
-        token = token.encode("utf-8")
+        # Digests of one length are compared, so the time taken tells nothing of a key's length
+        # (compare_digest returns at once on a length mismatch), and every key is compared every time.
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         matched = False
-        for key in self.keys:  # all of them, so the time taken does not tell which one matched
-            matched |= hmac.compare_digest(key, token)
+        for key in self.key_digests:
+            matched |= hmac.compare_digest(key, digest)
         return matched
 
     def check(self):

@@ -2,6 +2,8 @@
 the model comes from the app's `ModelSlot` (app.py), so these functions never load anything."""
 import json
 import os
+import select
+import socket
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
@@ -21,10 +23,10 @@ def predict():
     texts = parse_texts(body, config["MAX_TEXTS"])
     top_k, all_scores = parse_options(body)
     g.n_texts, g.characters = len(texts), sum(len(t) for t in texts)
-    # One predictor for the whole request: a hot reload may publish another meanwhile, and the
-    # answer must name the model that computed it.
-    g.predictor = current_app.extensions["model"].wait(config["PREDICT_TIMEOUT_S"])
-    answer = g.predictor.predict(texts)
+    # One predictor for the whole request, leased until it ends: a hot reload may publish another
+    # meanwhile, and the answer must name the model that computed it.
+    g.predictor = leased_predictor()
+    answer = g.predictor.predict(texts, client_gone_probe())
     shape_answer(answer, top_k, all_scores)
     current_app.extensions["metrics"].observe_batch(len(texts))
     g.predictions = answer["predictions"]
@@ -41,18 +43,47 @@ def health_check():
 
 @api.route("/ready", methods=["GET"])
 def ready():
+    is_ready, reason = readiness()
+    if not is_ready:
+        return jsonify({"ready": False, "reason": reason}), 503
+    return jsonify({"ready": True, "model": model_name()})
+
+
+def readiness():
+    """(ready, reason): the one rule of every readiness route (ours, KServe's, TF Serving's status)."""
     predictor = current_app.extensions["model"].predictor
     if predictor is None:
-        return jsonify({"ready": False, "reason": "loading the model"}), 503
+        return False, "loading the model"
     if not getattr(predictor, "healthy", True):
-        return jsonify({"ready": False, "reason": "the micro-batcher stopped"}), 503
-    return jsonify({"ready": True, "model": model_name()})
+        return False, "the micro-batcher stopped"
+    return True, ""
+
+
+def leased_predictor():
+    """The predictor this request runs on, held until the request ends (slot.py)."""
+    return current_app.extensions["model"].lease_for_request(current_app.config["PREDICT_TIMEOUT_S"])
+
+
+def client_gone_probe():
+    """A function telling whether this request's caller closed its connection, or None where the
+    server does not hand the socket over (gunicorn does, as environ["gunicorn.socket"])."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is None:
+        return None
+
+    def gone():
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""  # readable and empty: closed
+        except (OSError, ValueError):  # reset, or already closed
+            return True
+    return gone
 
 
 @api.route("/metadata", methods=["GET"])
 def metadata():
     settings = current_app.config
-    predictor = current_app.extensions["model"].wait(settings["PREDICT_TIMEOUT_S"])
+    predictor = g.predictor = leased_predictor()
     config = predictor.config
     return jsonify({
         "model": model_name(predictor), "export_dir": predictor.export_dir, "version": os.path.basename(predictor.export_dir),
@@ -65,13 +96,15 @@ def metadata():
         "tf_version": TF_VERSION, "build": {"date": settings["BUILD_DATE"], "git_sha": settings["GIT_SHA"]},
         "micro_batching": settings["MICRO_BATCHING"],
         "limits": {"max_texts": settings["MAX_TEXTS"], "max_batch_size": settings["MAX_BATCH_SIZE"],
-                   "max_content_length": settings["MAX_CONTENT_LENGTH"]},
+                   "max_content_length": settings["MAX_CONTENT_LENGTH"],
+                   "max_pending_texts": settings["MAX_PENDING_TEXTS"], "predict_timeout_s": settings["PREDICT_TIMEOUT_S"]},
     })
 
 
 @api.route("/metrics", methods=["GET"])
 def metrics():
-    return Response(current_app.extensions["metrics"].render(), mimetype="text/plain; version=0.0.4")
+    from .metrics import CONTENT_TYPE
+    return Response(current_app.extensions["metrics"].render(), content_type=CONTENT_TYPE)
 
 
 @api.route("/openapi.json", methods=["GET"])

@@ -9,55 +9,48 @@ Under gunicorn each worker answers at once and loads the model in a background t
 this worker (and again if its micro-batcher stops); a /predict that arrives while the model
 loads waits for it (at most PREDICT_TIMEOUT_S, then 503), so a restarting worker fails no call.
 """
+import logging
 import os
 import sys
 import threading
+import time
 
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from ..shared.errors import ServiceUnavailable, UserError
+from ..shared.errors import ClientGone, ServiceUnavailable, UserError
 from . import settings as settings_module
+from .settings import STATE_DIR_ENV
 from .access import ApiKeys, Cors
 from .api import api, model_name
 from .call_log import CallLog
 from .metrics import Metrics
 from .protocols import protocols
-from .reload import Reloader, export_to_serve
+from .reload import ExportChooser, Reloader, candidate_exports, export_key, first_line
+from .slot import ModelSlot
 
 WARMUP_TEXT = "Why does my code keep throwing me null pointer exception?"
+# gunicorn.conf.py names a folder per server (master and workers); a worker that loaded a model
+# leaves SERVED_MARK in it, so the workers started after it know the server has served before.
+SERVED_MARK = "served"
+CLIENT_GONE_STATUS = 499  # nginx's "client closed request": its pass was never computed
+log = logging.getLogger(__name__)
 
 
-class ModelSlot(object):
-    """The predictor this worker serves, set once it is loaded and warmed (what /ready reports)."""
-
-    def __init__(self):
-        self.predictor = None
-        self._loaded = threading.Event()
-
-    def init_app(self, app):
-        app.extensions["model"] = self
-
-    def publish(self, predictor):
-        self.predictor = predictor  # one reference assignment: requests see all or nothing
-        self._loaded.set()
-
-    def wait(self, timeout):
-        """The predictor; while it loads, wait for it (bounded), as a request queued for a booting worker would."""
-        if not self._loaded.wait(timeout):
-            raise ServiceUnavailable("the model is still loading; retry in a moment")
-        return self.predictor
-
-
-def create_app(settings=None, predictor=None, load_in_background=False, on_load_failure=None):
+def create_app(settings=None, predictor=None, load_in_background=False, on_load_failure=None, strict=True):
     """The app serving `predictor`, or the model in settings["MODEL_DIR"] loaded now (a UserError if
-    it cannot be), or loaded in a background thread that calls `on_load_failure(exc)` if it fails."""
+    it cannot be), or loaded in a background thread. `strict`: the newest export must load, else
+    `on_load_failure(exc)` is called; not strict: the newest export that loads is served, and while
+    none does the worker answers 503 and tries again (reload.py's rule)."""
     settings = settings or settings_module.from_env()
     app = Flask(__name__)
     app.config.update(settings)
-    slot = ModelSlot()
-    slot.init_app(app)
+    if settings["TRUSTED_PROXIES"]:  # only then is X-Forwarded-For the client's address
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings["TRUSTED_PROXIES"])
+    ModelSlot().init_app(app)
     app.extensions["metrics"] = Metrics()
+    app.extensions["chooser"] = ExportChooser(lambda export_dir: build_predictor(app, export_dir), WARMUP_TEXT)
     CallLog().init_app(app)
     Cors().init_app(app)  # before the keys: a browser's preflight carries none
     ApiKeys().init_app(app)
@@ -65,33 +58,35 @@ def create_app(settings=None, predictor=None, load_in_background=False, on_load_
     app.register_blueprint(api)
     app.register_blueprint(protocols)
     if predictor is not None:
-        slot.publish(warmed(predictor))
+        app.extensions["model"].publish(warmed(predictor))
     elif load_in_background:
-        threading.Thread(target=load_model, args=(app, on_load_failure), name="model-loader", daemon=True).start()
+        threading.Thread(target=load_model, args=(app, strict, on_load_failure), name="model-loader",
+                         daemon=True).start()
     else:
-        slot.publish(warmed(build_predictor(settings)))
-        start_reloader(app)
+        export_dir = candidate_exports(settings)[0]
+        app.extensions["model"].publish(app.extensions["chooser"].load(export_dir))
+        start_reloader(app, export_key(export_dir))
     return app
 
 
-def start_reloader(app):
+def start_reloader(app, served_key):
     """Poll MODEL_DIR for newer exports (reload.py) when it is a folder of them and MODEL_POLL_S > 0."""
-    settings = app.config
-    if Reloader.wanted(settings):
+    if Reloader.wanted(app.config):
         app.extensions["reloader"] = Reloader(
-            app.extensions["model"], settings, lambda export_dir: build_predictor(settings, export_dir),
-            WARMUP_TEXT).start()
+            app.extensions["model"], app.config, app.extensions["chooser"], served_key).start()
 
 
-def build_predictor(settings, export_dir=None):
-    """The Predictor of `export_dir`, or of the export the settings name (reload.export_to_serve)."""
-    from .predictor import Predictor
+def build_predictor(app, export_dir):
+    """The Predictor of `export_dir` under the app's settings, its queue reporting to the app's metrics."""
+    from .predictor import Predictor, QueuePolicy
+    settings = app.config
     return Predictor(
-        export_dir or export_to_serve(settings), max_batch_size=settings["MAX_BATCH_SIZE"],
+        export_dir, max_batch_size=settings["MAX_BATCH_SIZE"],
         intra_op_threads=settings["INTRA_OP_THREADS"], inter_op_threads=settings["INTER_OP_THREADS"],
-        micro_batch_wait_ms=settings["MICRO_BATCH_WAIT_MS"] if settings["MICRO_BATCHING"] else None,
-        predict_timeout_s=settings["PREDICT_TIMEOUT_S"], backend=settings["BACKEND"],
-        quantize=settings["QUANTIZE"])
+        queue=QueuePolicy(coalesce=settings["MICRO_BATCHING"], wait_ms=settings["MICRO_BATCH_WAIT_MS"],
+                          timeout_s=settings["PREDICT_TIMEOUT_S"], max_pending_texts=settings["MAX_PENDING_TEXTS"],
+                          events=app.extensions["metrics"]),
+        backend=settings["BACKEND"], quantize=settings["QUANTIZE"])
 
 
 def warmed(predictor):
@@ -99,28 +94,70 @@ def warmed(predictor):
     return predictor
 
 
-def load_model(app, on_failure):
-    try:
-        app.extensions["model"].publish(warmed(build_predictor(app.config)))
-        with app.app_context():
-            app.logger.info("model loaded and warmed: %s", model_name())
-        start_reloader(app)
-    except Exception as exc:  # any failure to load is reported to on_failure, never swallowed
-        if not isinstance(exc, UserError):
-            app.logger.exception("cannot load the model")
-        if on_failure is not None:
-            on_failure(exc)
+def load_model(app, strict, on_failure):
+    """The loader thread: publish the first model; strict, report a failure to `on_failure`; else
+    try again every RETRY_S until an export loads."""
+    chooser = app.extensions["chooser"]
+    while True:
+        try:
+            candidates = candidate_exports(app.config)
+            if strict:
+                found = export_key(candidates[0]), chooser.load(candidates[0])
+            else:
+                found = chooser.newest_sound(candidates)
+        except Exception as exc:  # any failure to load is reported, never swallowed
+            if strict:
+                if not isinstance(exc, UserError):
+                    log.exception("cannot load the model")
+                if on_failure is not None:
+                    on_failure(exc)
+                return
+            log.warning("no export to serve yet (%s); trying again in %g s", first_line(exc), retry_s(app))
+            found = None
+        if found is not None:
+            break
+        time.sleep(retry_s(app))
+    served_key, predictor = found
+    app.extensions["model"].publish(predictor)
+    log.info("worker %d ready: serving %s", os.getpid(), model_name_of(app, predictor))
+    mark_served()
+    start_reloader(app, served_key)
+
+
+def retry_s(app):
+    return app.config["MODEL_POLL_S"] or RETRY_S
+
+
+RETRY_S = 5.0  # a worker with nothing to serve tries again this often when MODEL_POLL_S is 0
+
+
+def model_name_of(app, predictor):
+    with app.app_context():
+        return model_name(predictor)
+
+
+def has_served_before():
+    """Whether a worker of this server has served already (gunicorn.conf.py's state folder says)."""
+    state_dir = os.environ.get(STATE_DIR_ENV, "")
+    return bool(state_dir) and os.path.exists(os.path.join(state_dir, SERVED_MARK))
+
+
+def mark_served():
+    state_dir = os.environ.get(STATE_DIR_ENV, "")
+    if state_dir and os.path.isdir(state_dir):
+        open(os.path.join(state_dir, SERVED_MARK), "a").close()
 
 
 def serve():
-    """gunicorn's entry point: a model that cannot load stops the server with one line."""
+    """gunicorn's entry point. At the server's first boot a model that cannot load stops it with one
+    line; a worker started after the server has served never exits for its model (reload.py)."""
 
     def give_up(exc):
         print("error: %s" % exc, file=sys.stderr, flush=True)
         os._exit(3)  # gunicorn's WORKER_BOOT_ERROR: the master halts instead of respawning
 
     try:
-        return create_app(load_in_background=True, on_load_failure=give_up)
+        return create_app(load_in_background=True, strict=not has_served_before(), on_load_failure=give_up)
     except UserError as exc:  # bad settings
         give_up(exc)
 
@@ -142,6 +179,10 @@ def register_error_handlers(app):
         response, status = error_response(503, str(exc))
         response.headers["Retry-After"] = "1"
         return response, status
+
+    @app.errorhandler(ClientGone)
+    def client_gone(exc):
+        return app.response_class(status=CLIENT_GONE_STATUS)  # nobody reads it; the call log and metrics do
 
     @app.errorhandler(HTTPException)
     def http_error(exc):

@@ -1,9 +1,20 @@
-"""Per-worker micro-batching: texts of requests that arrive together share one forward pass.
+"""Per-worker request queue: a bound on the work admitted, a deadline on every item, and (by default)
+micro-batching, where texts of requests that arrive together share one forward pass.
 
 Each request thread submits its word-piece id lists and waits; one batcher thread takes what is
 queued (up to `max_batch_size` texts, waiting at most `max_wait_ms` for more after the first),
 runs it through `forward` (which sorts by length and pads per batch) and hands each request its
 own rows back. While a forward pass runs, new requests queue up and go together in the next one.
+With `coalesce=False` (MICRO_BATCHING=false) every request is a pass of its own, in arrival order,
+under the same bound and deadlines.
+
+Backpressure, as TF Serving's batching queue and text-embeddings-inference do it:
+- at most `max_pending_texts` texts are admitted (queued or in the running pass); a request that
+  would go past it is refused at once with `Overloaded` (a 429 with Retry-After), never queued;
+- every item carries its caller's deadline (`timeout_s` from its submit): a caller whose deadline
+  passes gets `ServiceUnavailable` (a 503), and a caller that went away (`client_gone()` true) is
+  answered nothing (`ClientGone`); either way its item leaves the queue and is never computed.
+- `events` (the app's metrics) hears of every change of the admitted texts and every shed request.
 
 The wait for company is spent only while passes are shared: after a pass that served one request
 alone, the next takes what is queued and goes at once. A lone sequential caller would otherwise pay
@@ -13,24 +24,38 @@ wait comes back by itself.
 
 Failures never strand a request: a failed forward pass is handed to every request in it and the
 thread goes on; should the thread itself die, everything queued gets the error, new requests are
-refused at once (`ServiceUnavailable`, a 503) and `alive` turns false (/ready says so); and no
-request waits longer than `timeout_s`. Deadlines use the monotonic clock.
+refused at once (`ServiceUnavailable`) and `alive` turns false (/ready says so). Deadlines use the
+monotonic clock.
 """
 import logging
 import queue
 import threading
 import time
 
-from ..shared.errors import ServiceUnavailable
+from ..shared.errors import ClientGone, Overloaded, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
+QUEUED, TAKEN, DROPPED = "queued", "taken", "dropped"
+CLIENT_POLL_S = 0.05  # how often a waiting request looks whether its caller is still there
+
+
+class NoEvents(object):
+    """The `events` of a queue nobody watches (the batch CLI, the bench, tests)."""
+
+    def admitted(self, n_texts):
+        pass
+
+    def shed(self, reason):
+        pass
+
 
 class _Pending(object):
-    __slots__ = ("id_lists", "done", "result", "error")
+    __slots__ = ("id_lists", "deadline", "state", "done", "result", "error")
 
-    def __init__(self, id_lists):
-        self.id_lists, self.done, self.result, self.error = id_lists, threading.Event(), None, None
+    def __init__(self, id_lists, deadline):
+        self.id_lists, self.deadline, self.state = id_lists, deadline, QUEUED
+        self.done, self.result, self.error = threading.Event(), None, None
 
     def fail(self, error):
         self.error = error
@@ -39,10 +64,15 @@ class _Pending(object):
 
 class MicroBatcher(object):
 
-    def __init__(self, forward, max_batch_size=32, max_wait_ms=2.0, timeout_s=30.0):
+    def __init__(self, forward, max_batch_size=32, max_wait_ms=2.0, timeout_s=30.0, max_pending_texts=None,
+                 coalesce=True, events=None):
         self._forward, self._max_batch_size = forward, max_batch_size
         self._max_wait, self._timeout = max_wait_ms / 1000.0, timeout_s
+        self._max_pending, self._coalesce = max_pending_texts, coalesce
+        self._events = events or NoEvents()
         self._queue = queue.Queue()
+        self._lock = threading.Lock()  # guards pending_texts and every item's state
+        self.pending_texts = 0
         self._stopping = False
         self.last_pass_shared = False  # did the last forward pass serve more than one request?
         self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
@@ -52,36 +82,95 @@ class MicroBatcher(object):
     def alive(self):
         return self._thread.is_alive()
 
-    def submit(self, id_lists):
-        """Probabilities for `id_lists`, computed together with whatever else is queued."""
-        if not self.alive:
-            raise ServiceUnavailable("the micro-batcher of this worker has stopped")
-        pending = _Pending(id_lists)
+    # --- the request threads' side ----------------------------------------------------------
+
+    def submit(self, id_lists, client_gone=None):
+        """Probabilities for `id_lists`, computed together with whatever else is queued; `Overloaded`
+        when the queue is full, `ServiceUnavailable` past the deadline or when the thread stopped,
+        `ClientGone` when `client_gone()` turned true first (nobody is left to answer)."""
+        pending = self._admit(id_lists)
         self._queue.put(pending)
         if not self.alive:  # it died between the check and the put: nobody will take the item
             self._fail_queued(ServiceUnavailable("the micro-batcher of this worker has stopped"))
-        if not pending.done.wait(self._timeout):
-            raise ServiceUnavailable("no forward pass within %g s; the worker is overloaded" % self._timeout)
+        while not pending.done.wait(min(CLIENT_POLL_S, max(0.0, pending.deadline - time.monotonic()))):
+            if time.monotonic() >= pending.deadline:
+                self._drop(pending, "deadline")
+                raise ServiceUnavailable("no forward pass within %g s; the worker is overloaded" % self._timeout)
+            if client_gone is not None and client_gone():
+                self._drop(pending, "client_gone")
+                raise ClientGone()
         if pending.error is not None:
             raise pending.error
         return pending.result
 
+    def _admit(self, id_lists):
+        n = len(id_lists)
+        with self._lock:
+            if not self.alive:
+                raise ServiceUnavailable("the micro-batcher of this worker has stopped")
+            # An empty queue admits any request, so one larger than the bound is still served.
+            if self._max_pending is not None and self.pending_texts and self.pending_texts + n > self._max_pending:
+                full = True
+            else:
+                full = False
+                self.pending_texts += n
+        if full:
+            self._events.shed("queue_full")
+            raise Overloaded("this worker has %d texts queued (MAX_PENDING_TEXTS=%d); retry in a moment"
+                             % (self.pending_texts, self._max_pending))
+        self._events.admitted(n)
+        return _Pending(id_lists, time.monotonic() + self._timeout)
+
+    def _drop(self, pending, reason):
+        """Take a queued item back (its caller gave up or went away); one already taken runs on."""
+        with self._lock:
+            if pending.state != QUEUED:
+                return
+            pending.state = DROPPED
+            self.pending_texts -= len(pending.id_lists)
+        self._events.admitted(-len(pending.id_lists))
+        self._events.shed(reason)
+
+    # --- the batcher thread's side ----------------------------------------------------------
+
     def stop(self):
-        """End the thread once what is queued has run (a replaced model's batcher); later submits get 503."""
+        """End the thread once what is queued has run (a retired model's batcher); later submits get 503."""
         self._stopping = True
         self._queue.put(None)
 
+    def _take(self, item):
+        """True when `item` is to be computed: still queued and its caller's deadline not passed."""
+        with self._lock:
+            if item.state != QUEUED:
+                return False
+            if time.monotonic() < item.deadline:
+                item.state = TAKEN
+                return True
+            item.state = DROPPED
+            self.pending_texts -= len(item.id_lists)
+        self._events.admitted(-len(item.id_lists))
+        self._events.shed("deadline")
+        item.fail(ServiceUnavailable("no forward pass within %g s; the worker is overloaded" % self._timeout))
+        return False
+
+    def _next_item(self, timeout=None):
+        """The next item to compute (None for stop()), skipping dropped ones; queue.Empty after `timeout`."""
+        while True:
+            item = self._queue.get() if timeout is None else \
+                self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+            if item is None or self._take(item):
+                return item
+
     def _collect(self):
-        first = self._queue.get()
+        first = self._next_item()
         if first is None:
             return None
         batch = [first]
-        size = len(batch[0].id_lists)
+        size = len(first.id_lists)
         deadline = time.monotonic() + (self._max_wait if self.last_pass_shared else 0.0)
-        while size < self._max_batch_size:
-            remaining = deadline - time.monotonic()
+        while self._coalesce and size < self._max_batch_size:
             try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                item = self._next_item(max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
             if item is None:  # stop() was called: run what came before it, then end
@@ -107,6 +196,10 @@ class MicroBatcher(object):
                 item.error = ServiceUnavailable("the micro-batcher of this worker has stopped")
             raise
         finally:
+            n_texts = sum(len(item.id_lists) for item in batch)
+            with self._lock:
+                self.pending_texts -= n_texts
+            self._events.admitted(-n_texts)
             for item in batch:
                 item.done.set()
 
@@ -129,4 +222,10 @@ class MicroBatcher(object):
             except queue.Empty:
                 return
             if item is not None:
+                with self._lock:
+                    if item.state != QUEUED:
+                        continue
+                    item.state = DROPPED
+                    self.pending_texts -= len(item.id_lists)
+                self._events.admitted(-len(item.id_lists))
                 item.fail(error)

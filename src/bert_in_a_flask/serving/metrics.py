@@ -1,70 +1,64 @@
-"""A tiny Prometheus registry (per worker process): counters and histograms, text format 0.0.4."""
-import threading
-from collections import defaultdict
+"""The service's Prometheus metrics, with prometheus_client.
 
+Under gunicorn (gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR) every worker writes its values to
+files there and /metrics adds up all of them, the dead workers' counters included: whichever worker
+answers a scrape, the totals are the server's and never go backwards. Elsewhere (tests, one
+process) the values live in a registry of the app's own.
+"""
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
-def _labels(pairs):
-    return "{%s}" % ",".join('%s="%s"' % (k, str(v).replace('"', '\\"')) for k, v in pairs) if pairs else ""
+def multiprocess_dir():
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
 
 
 class Metrics(object):
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._requests = defaultdict(int)         # (endpoint, status) -> count
-        self._latency = defaultdict(lambda: [0] * (len(LATENCY_BUCKETS) + 1))
-        self._latency_sum = defaultdict(float)
-        self._texts = 0
-        self._batches = [0] * (len(BATCH_BUCKETS) + 1)
-        self._batch_sum = 0
+        self._registry = CollectorRegistry()
+        registry = self._registry
+        self.requests = Counter("api_requests", "Requests by endpoint and status.", ["endpoint", "status"],
+                                registry=registry)
+        self.latency = Histogram("api_request_latency_seconds", "Request latency.", ["endpoint"],
+                                 buckets=LATENCY_BUCKETS, registry=registry)
+        self.texts = Counter("api_texts_predicted", "Texts classified.", registry=registry)
+        self.request_texts = Histogram("api_request_texts", "Texts per /predict request.", buckets=BATCH_BUCKETS,
+                                       registry=registry)
+        self.pending = Gauge("api_pending_texts", "Texts admitted to the workers' queues (queued or running).",
+                             multiprocess_mode="livesum", registry=registry)
+        self.shed_requests = Counter("api_shed_requests", "Requests refused or dropped before their forward pass, "
+                                     "by reason: queue_full (429), deadline (503), client_gone.", ["reason"],
+                                     registry=registry)
+
+    # --- what the app and the queue report ----------------------------------------------------
 
     def observe_request(self, endpoint, status, seconds):
-        with self._lock:
-            self._requests[(endpoint, status)] += 1
-            self._latency[endpoint][_bucket(LATENCY_BUCKETS, seconds)] += 1
-            self._latency_sum[endpoint] += seconds
+        self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(seconds)
 
     def observe_batch(self, n_texts):
-        with self._lock:
-            self._texts += n_texts
-            self._batches[_bucket(BATCH_BUCKETS, n_texts)] += 1
-            self._batch_sum += n_texts
+        self.texts.inc(n_texts)
+        self.request_texts.observe(n_texts)
+
+    def admitted(self, n_texts):
+        """The queue's admitted texts changed by `n_texts` (batcher.py's events)."""
+        self.pending.inc(n_texts)
+
+    def shed(self, reason):
+        self.shed_requests.labels(reason).inc()
+
+    # --- /metrics -----------------------------------------------------------------------------
 
     def render(self):
-        with self._lock:
-            lines = ["# HELP api_requests_total Requests by endpoint and status.",
-                     "# TYPE api_requests_total counter"]
-            for (endpoint, status), count in sorted(self._requests.items()):
-                lines.append("api_requests_total%s %d" % (_labels([("endpoint", endpoint), ("status", status)]), count))
-            lines += ["# HELP api_request_latency_seconds Request latency.",
-                      "# TYPE api_request_latency_seconds histogram"]
-            for endpoint in sorted(self._latency):
-                lines += _histogram("api_request_latency_seconds", LATENCY_BUCKETS, self._latency[endpoint],
-                                    self._latency_sum[endpoint], [("endpoint", endpoint)])
-            lines += ["# HELP api_texts_predicted_total Texts classified.",
-                      "# TYPE api_texts_predicted_total counter",
-                      "api_texts_predicted_total %d" % self._texts,
-                      "# HELP api_request_texts Texts per /predict request.",
-                      "# TYPE api_request_texts histogram"]
-            lines += _histogram("api_request_texts", BATCH_BUCKETS, self._batches, self._batch_sum, [])
-        return "\n".join(lines) + "\n"
-
-
-def _bucket(bounds, value):
-    for i, bound in enumerate(bounds):
-        if value <= bound:
-            return i
-    return len(bounds)
-
-
-def _histogram(name, bounds, counts, total, labels):
-    lines, cumulative = [], 0
-    for bound, count in zip(list(bounds) + ["+Inf"], counts):
-        cumulative += count
-        lines.append("%s_bucket%s %d" % (name, _labels(labels + [("le", bound)]), cumulative))
-    lines.append("%s_sum%s %s" % (name, _labels(labels), repr(float(total))))
-    lines.append("%s_count%s %d" % (name, _labels(labels), cumulative))
-    return lines
+        if multiprocess_dir():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self._registry)

@@ -43,12 +43,24 @@ def plan_batches(lengths, max_batch_size, overhead=BATCH_OVERHEAD_PIECES):
     return cuts[::-1]
 
 
+class QueuePolicy(object):
+    """How a serving worker queues requests (batcher.py): coalesce them into shared passes (waiting
+    up to `wait_ms` for company) or not, each caller's deadline, the bound on admitted texts, and
+    who hears of it (`events`, the app's metrics)."""
+
+    def __init__(self, coalesce=DEFAULTS["MICRO_BATCHING"], wait_ms=DEFAULTS["MICRO_BATCH_WAIT_MS"],
+                 timeout_s=DEFAULTS["PREDICT_TIMEOUT_S"], max_pending_texts=DEFAULTS["MAX_PENDING_TEXTS"],
+                 events=None):
+        self.coalesce, self.wait_ms, self.timeout_s = coalesce, wait_ms, timeout_s
+        self.max_pending_texts, self.events = max_pending_texts, events
+
+
 class Predictor(object):
 
     def __init__(self, export_dir, max_batch_size=DEFAULTS["MAX_BATCH_SIZE"], intra_op_threads=0,
-                 inter_op_threads=0, micro_batch_wait_ms=None, predict_timeout_s=DEFAULTS["PREDICT_TIMEOUT_S"],
-                 backend=DEFAULTS["BACKEND"], quantize=DEFAULTS["QUANTIZE"]):
-        """`micro_batch_wait_ms` set (>= 0) coalesces concurrent callers' texts (see batcher.py);
+                 inter_op_threads=0, queue=None, backend=DEFAULTS["BACKEND"], quantize=DEFAULTS["QUANTIZE"]):
+        """`queue` (a QueuePolicy) puts a serving worker's queue in front of the forward pass (see
+        batcher.py); without it callers run their passes themselves (the CLI, the report).
         `backend` is auto, tf or onnx, `quantize` none or int8 (see backends.py)."""
         self.export_dir = resolve_export(export_dir)
         self.labels, vocab_file, self.config = read_assets(self.export_dir)
@@ -58,12 +70,15 @@ class Predictor(object):
         self.backend = open_backend(backend, self.export_dir, self.config.onnx, intra_op_threads, inter_op_threads,
                                     quantize=quantize)
         if self.backend.n_outputs is not None and self.backend.n_outputs != len(self.labels):
+            self.backend.close()
             raise UserError("%s/assets.extra/labels.json has %d labels but the model has %d outputs"
                             % (self.export_dir, len(self.labels), self.backend.n_outputs))
         self._batcher = None
-        if micro_batch_wait_ms is not None:
+        if queue is not None:
             from .batcher import MicroBatcher
-            self._batcher = MicroBatcher(self.forward_sorted, max_batch_size, micro_batch_wait_ms, predict_timeout_s)
+            self._batcher = MicroBatcher(self.forward_sorted, max_batch_size, queue.wait_ms, queue.timeout_s,
+                                         max_pending_texts=queue.max_pending_texts, coalesce=queue.coalesce,
+                                         events=queue.events)
         log.info("loaded %s (%d labels, backend %s, TF %s)", self.export_dir, len(self.labels), self.backend.name,
                  TF_VERSION)
 
@@ -86,10 +101,11 @@ class Predictor(object):
     def preprocess(self, texts):
         return [self.encoder.encode(text) for text in texts]
 
-    def forward(self, id_lists):
-        """Probabilities [n, labels] for word-piece id lists, in the order given."""
+    def forward(self, id_lists, client_gone=None):
+        """Probabilities [n, labels] for word-piece id lists, in the order given (`client_gone`: see
+        MicroBatcher.submit)."""
         if self._batcher is not None:
-            return self._batcher.submit(id_lists)
+            return self._batcher.submit(id_lists, client_gone)
         return self.forward_sorted(id_lists)
 
     def forward_sorted(self, id_lists):
@@ -122,13 +138,13 @@ class Predictor(object):
 
     # --- conveniences -----------------------------------------------------------------------
 
-    def predict_proba(self, texts):
+    def predict_proba(self, texts, client_gone=None):
         if not len(texts):
             return np.zeros((0, len(self.labels)), np.float32)
-        return self.forward(self.preprocess(texts))
+        return self.forward(self.preprocess(texts), client_gone)
 
-    def predict(self, texts):
-        return self.postprocess(self.predict_proba(texts))
+    def predict(self, texts, client_gone=None):
+        return self.postprocess(self.predict_proba(texts, client_gone))
 
     def close(self):
         if self._batcher is not None:

@@ -20,7 +20,7 @@ from flask import Blueprint, current_app, g, jsonify
 from werkzeug.routing import BaseConverter
 
 from ..shared.errors import UserError
-from .api import model_name, read_json_body
+from .api import client_gone_probe, leased_predictor, model_name, readiness, read_json_body
 
 protocols = Blueprint("protocols", __name__)
 
@@ -40,7 +40,7 @@ def served(name, version=None):
     if name != current_app.config["MODEL_NAME"]:
         raise UserError("no model named %r here (this server's MODEL_NAME is %r)"
                         % (name, current_app.config["MODEL_NAME"]), 404)
-    predictor = g.predictor = current_app.extensions["model"].wait(current_app.config["PREDICT_TIMEOUT_S"])
+    predictor = g.predictor = leased_predictor()
     if version is not None and version != os.path.basename(predictor.export_dir):
         raise UserError("model %r has no version %r loaded (serving %s)"
                         % (name, version, os.path.basename(predictor.export_dir)), 404)
@@ -72,7 +72,7 @@ def body_object(allowed):
 
 def classify(predictor, texts):
     """(labels, scores, probability rows in label order) of `texts`, logged like /predict's."""
-    probabilities = predictor.predict_proba(texts)
+    probabilities = predictor.predict_proba(texts, client_gone_probe())
     best = probabilities.argmax(axis=1)
     labels = [predictor.labels[i] for i in best]
     g.n_texts, g.characters, g.predictions = len(texts), sum(len(t) for t in texts), labels
@@ -109,8 +109,10 @@ def tf_serving_status(name):
         raise UserError("no model named %r here (this server's MODEL_NAME is %r)"
                         % (name, current_app.config["MODEL_NAME"]), 404)
     predictor = current_app.extensions["model"].predictor
-    state = {"version": os.path.basename(predictor.export_dir) if predictor else "", "state":
-             "AVAILABLE" if predictor else "LOADING", "status": {"error_code": "OK", "error_message": ""}}
+    is_ready, reason = readiness()
+    state = {"version": os.path.basename(predictor.export_dir) if predictor else "",
+             "state": "AVAILABLE" if is_ready else "LOADING" if predictor is None else "UNAVAILABLE",
+             "status": {"error_code": "OK" if is_ready else "UNAVAILABLE", "error_message": reason}}
     return jsonify({"model_version_status": [state]})
 
 
@@ -123,7 +125,7 @@ def v2_live():
 
 @protocols.route("/v2/health/ready", methods=["GET"])
 def v2_ready():
-    ready = current_app.extensions["model"].predictor is not None
+    ready, _ = readiness()
     return jsonify({"ready": ready}), 200 if ready else 503
 
 
@@ -131,7 +133,7 @@ def v2_ready():
 def v2_model_ready(name):
     if name != current_app.config["MODEL_NAME"]:
         raise UserError("no model named %r here" % name, 404)
-    ready = current_app.extensions["model"].predictor is not None
+    ready, _ = readiness()
     return jsonify({"name": name, "ready": ready}), 200 if ready else 503
 
 

@@ -16,19 +16,35 @@ DEFAULTS = {
     "MICRO_BATCHING": True,               # coalesce concurrent requests into shared forward passes
     "MICRO_BATCH_WAIT_MS": 2,             # how long the first queued text waits for company (after a shared pass)
     "PREDICT_TIMEOUT_S": 30,              # a request waits at most this long for its forward pass (then 503)
-    "LOG_FILE": "",                       # also write the call log to this rotating file
+    "MAX_PENDING_TEXTS": 512,             # texts a worker has admitted (queued or running), more -> 429 at once
+    "LOG_FILE": "",                       # also append the call log to this file (all workers; logrotate-safe)
     "LOG_TEXTS": False,                   # put raw texts in the call log
     "INTRA_OP_THREADS": 0,                # TF thread pools per worker (0: TF decides)
     "INTER_OP_THREADS": 0,
     "API_KEYS": "",                       # comma-separated keys: then every call but health needs one (access.py)
     "API_KEYS_FILE": "",                  # or a file of keys, one per line
     "CORS_ORIGINS": "",                   # comma-separated origins (or *) browsers may call from
+    "TRUSTED_PROXIES": 0,                 # proxy hops whose X-Forwarded-For is believed (0: the peer's address)
+    # gunicorn (gunicorn.conf.py); TensorFlow and onnxruntime are not fork-safe, so each worker loads its model
+    "HOST": "0.0.0.0",                    # the address to bind (`make start_api` binds 127.0.0.1)
+    "PORT": 5000,
+    "WORKERS": 1,                         # processes, each with its own model; one forward pass uses every core
+    "THREADS": 16,                        # request threads per worker (parsing, I/O, waiting in the queue)
+    "TIMEOUT": 120,                       # a worker silent this long is restarted (the model loads in a thread)
+    "MAX_REQUESTS": 20000,                # recycle a worker after this many requests (0: never)
+    "MAX_REQUESTS_JITTER": 2000,
+    "ACCESS_LOG": "",                     # gunicorn's access log: a file, or - for stdout (the call log is the app's)
+    "GUNICORN_LOG_LEVEL": "info",
     "BUILD_DATE": "",                     # set by `make build_api`
     "GIT_SHA": "",
 }
 
 
-MUST_BE_POSITIVE = ("MAX_BATCH_SIZE", "MAX_TEXTS", "MAX_CONTENT_LENGTH", "PREDICT_TIMEOUT_S")
+# Set by gunicorn.conf.py for its workers: the server's state folder (metrics files, first-boot mark).
+STATE_DIR_ENV = "BERT_API_STATE_DIR"
+
+MUST_BE_POSITIVE = ("MAX_BATCH_SIZE", "MAX_TEXTS", "MAX_CONTENT_LENGTH", "PREDICT_TIMEOUT_S", "MAX_PENDING_TEXTS",
+                    "PORT", "WORKERS", "THREADS", "TIMEOUT")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 

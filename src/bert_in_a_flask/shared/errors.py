@@ -37,3 +37,16 @@ def run_cli(action, *args):
 class ServiceUnavailable(Exception):
     """The server cannot answer now (model still loading, micro-batcher stopped or too slow):
     the app answers 503 with Retry-After, and /ready says why."""
+
+
+class Overloaded(UserError):
+    """Too much work queued in this worker: a 429 with Retry-After, answered at once (backpressure)."""
+
+    def __init__(self, message, retry_after_s=1):
+        super(Overloaded, self).__init__(message, 429)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class ClientGone(Exception):
+    """The caller closed its connection while its request waited in the queue: the request's pass is
+    never computed, and the app answers 499 (nginx's "client closed request") for the logs alone."""

@@ -113,8 +113,9 @@ def is_export(path):
     return os.path.isfile(os.path.join(path, "saved_model.pb"))
 
 
-def latest_export(export_root):
-    """The newest complete export under `export_root` (temp dirs of unfinished exports skipped)."""
+def exports_newest_first(export_root):
+    """Every complete export under `export_root`, newest first (temp dirs of unfinished exports skipped):
+    the one rule for which export is newest, used by serving, its hot reload and the make targets."""
     if not os.path.isdir(export_root):
         raise UserError("model folder not found: %s (set MODEL_DIR, or make's model_dir=, to an export or a "
                         "folder of them)" % export_root)
@@ -122,7 +123,12 @@ def latest_export(export_root):
               if name.isdigit() and is_export(os.path.join(export_root, name))]
     if not stamps:
         raise UserError("no exported model under %s (train one with `make train`)" % export_root)
-    return os.path.join(export_root, max(stamps, key=int))
+    return [os.path.join(export_root, name) for name in sorted(stamps, key=int, reverse=True)]
+
+
+def latest_export(export_root):
+    """The newest complete export under `export_root`."""
+    return exports_newest_first(export_root)[0]
 
 
 def resolve_export(path):
