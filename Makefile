@@ -29,7 +29,7 @@ tensorboard_port ?= 6006
 logdir ?= models
 LOG_DIR ?= models/logs
 
-.PHONY: help venv assets test test-fast bench soak lint build_dev build_api download_base_bert download_data demo train train_cluster \
+.PHONY: help venv assets test test-fast bench soak chaos lint build_dev build_api download_base_bert download_data demo train train_cluster \
 	tensorboard start_api stop_api curl_example onnx clean_venv
 
 help:
@@ -50,6 +50,7 @@ help:
 	@echo "  make onnx [model_dir=...]               convert an export to ONNX, verified (training does it already)"
 	@echo "  make bench [args=...]                   speed figures (training, /predict, micro-batching, memory; args='--only training|serving')"
 	@echo "  make soak [model_dir=...] [args=...]    16 clients x 2,000 requests on loopback"
+	@echo "  make chaos [model_dir=...] [args=...]   overload + killed workers + bad exports, 2 workers, 60 s"
 	@echo "  make lint PYTHON=python3.11             hadolint the Dockerfiles"
 	@echo "  make build_dev / build_api [runtime=tf1|tf2] [model_dir=...]   images (docker=0|1 forces native|container)"
 	@echo "Other variables: PYTHON=$(PYTHON) VENV=$(VENV) LOG_DIR=$(LOG_DIR) docker=$(docker)"
@@ -159,6 +160,11 @@ bench: venv assets
 # A bounded load test on loopback: 16 clients x 2,000 requests, zero failures and flat RSS expected.
 soak: venv
 	$(VPY) -m bert_in_a_flask.tools.loadtest $(if $(model_dir),--model $(model_dir)) $(args)
+
+# Overload (4x capacity), a worker SIGKILLed every 15 s and bad exports at once, on loopback with
+# 2 workers for 60 s; prints each target and what it measured, exits 1 on a shortfall.
+chaos: venv
+	$(VPY) -m bert_in_a_flask.tools.chaos $(if $(model_dir),--model $(model_dir)) --log-dir $(LOG_DIR) $(args)
 
 # --- real material -------------------------------------------------------------------------
 base ?= multi_cased

@@ -345,12 +345,13 @@ def test_ready_is_503_until_the_model_is_loaded_and_predict_waits_for_it(predict
     from bert_in_a_flask.serving import settings
     release = threading.Event()
 
-    def slow_build(settings):
+    def slow_build(app, export_dir):
         release.wait(30)
         return predictor
 
     monkeypatch.setattr(app_module, "build_predictor", slow_build)
-    app = app_module.create_app(settings.from_env({}, LOG_FILE=str(tmp_path / "c.log")), load_in_background=True)
+    app = app_module.create_app(settings.from_env({}, MODEL_DIR=predictor.export_dir, LOG_FILE=str(tmp_path / "c.log")),
+                                load_in_background=True)
     client = app.test_client()
     assert client.get("/health_check").status_code == 200
     response = client.get("/ready")
@@ -418,8 +419,8 @@ def test_a_dead_batcher_thread_fails_requests_at_once_and_ready_says_so(trained,
     from bert_in_a_flask.serving import settings
     from bert_in_a_flask.serving.app import create_app
     from bert_in_a_flask.shared.errors import ServiceUnavailable
-    from bert_in_a_flask.serving.predictor import Predictor
-    predictor = Predictor(trained["export_dir"], max_batch_size=8, micro_batch_wait_ms=1, predict_timeout_s=5)
+    from bert_in_a_flask.serving.predictor import Predictor, QueuePolicy
+    predictor = Predictor(trained["export_dir"], max_batch_size=8, queue=QueuePolicy(wait_ms=1, timeout_s=5))
     app = create_app(settings.from_env({}, LOG_FILE=str(tmp_path / "c.log")), predictor=predictor)
     client = app.test_client()
     assert client.get("/ready").status_code == 200
@@ -508,7 +509,7 @@ def test_a_user_error_raised_while_answering_is_a_4xx_json(predictor, tmp_path):
         def __init__(self):
             self.calls = 0
 
-        def predict(self, texts):
+        def predict(self, texts, client_gone=None):
             self.calls += 1
             if self.calls > 1:  # after the warm-up
                 raise UserError("text 0 is in a language this model was not trained on", 422)

@@ -74,7 +74,7 @@ def test_a_newer_export_goes_live_without_a_failed_request(trained, tmp_path):
         with open(os.path.join(broken, "saved_model.pb"), "wb") as handle:
             handle.write(b"not a SavedModel")
         os.remove(os.path.join(broken, "model.onnx"))
-        skipped = wait_for(lambda: "hot reload: %s cannot serve" % broken in server.log(), timeout=30)
+        skipped = wait_for(lambda: "skipping export %s: it cannot serve" % broken in server.log(), timeout=30)
         time.sleep(1)
         stop.set()
         for thread in clients:

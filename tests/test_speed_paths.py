@@ -26,9 +26,9 @@ def test_padding_to_max_length_changes_no_probability(predictor):
 
 
 def test_micro_batching_changes_no_answer_under_concurrency(trained):
-    from bert_in_a_flask.serving.predictor import Predictor
+    from bert_in_a_flask.serving.predictor import Predictor, QueuePolicy
     plain = Predictor(trained["export_dir"], max_batch_size=8)
-    batched = Predictor(trained["export_dir"], max_batch_size=8, micro_batch_wait_ms=5)
+    batched = Predictor(trained["export_dir"], max_batch_size=8, queue=QueuePolicy(wait_ms=5))
     expected = [plain.predict_proba([t])[0] for t in TEXTS]
     with ThreadPoolExecutor(max_workers=16) as pool:
         got = list(pool.map(lambda t: batched.predict_proba([t])[0], TEXTS))

@@ -156,10 +156,22 @@ def serve():
         print("error: %s" % exc, file=sys.stderr, flush=True)
         os._exit(3)  # gunicorn's WORKER_BOOT_ERROR: the master halts instead of respawning
 
+    log_to_stderr()
     try:
         return create_app(load_in_background=True, strict=not has_served_before(), on_load_failure=give_up)
     except UserError as exc:  # bad settings
         give_up(exc)
+
+
+def log_to_stderr():
+    """The package's own lines (loads, reloads, skipped exports) beside gunicorn's, in its format."""
+    package = logging.getLogger("bert_in_a_flask")
+    if not package.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+                                               "%Y-%m-%d %H:%M:%S %z"))
+        package.addHandler(handler)
+        package.setLevel(logging.INFO)
 
 
 def register_error_handlers(app):

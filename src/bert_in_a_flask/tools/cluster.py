@@ -7,6 +7,9 @@ training tasks all-reduce instead, TF 2 only), a chief and N-1 workers that trai
 that evaluates every checkpoint, exports the best one and writes the report. Each gets the TF_CONFIG
 a scheduler (a Kubeflow TFJob, say) would set and runs the same `src/train.py` command; logs go to
 <log-dir>/cluster-<role>-<index>.log. A task that dies can be started again (`launch`) and rejoins.
+
+The cluster addresses are loopback, but TensorFlow's gRPC servers bind every interface (`[::]:port`)
+and authenticate nobody: printed at every start (EXPOSED), and said in the README.
 """
 import json
 import os
@@ -17,6 +20,11 @@ import time
 from ..shared.cli import ArgumentParser, non_negative_int, positive_int
 from . import REPO_ROOT
 from .loadtest import free_port
+
+
+EXPOSED = ("warning: TensorFlow's gRPC servers of these tasks listen on every network interface, without "
+           "authentication or encryption; anyone who reaches their ports can read and change the model. Run a "
+           "cluster only on a private network or behind a firewall.")
 
 
 def cluster_spec(workers, ps=0):
@@ -92,6 +100,7 @@ def main(argv=None):
     parser.add_argument("--log-dir", default="models/logs", help="where each task's log goes")
     parser.add_argument("--timeout", type=positive_int, default=3600, help="seconds before the tasks are stopped")
     args = parser.parse_args(own)
+    print(EXPOSED, file=sys.stderr)
     _, processes = start(train_args, args.workers, args.log_dir, ps=args.ps)
     for (role, index), (process, log_path) in processes.items():
         print("started %s %d (pid %d), log %s" % (role, index, process.pid, log_path))
