@@ -75,3 +75,11 @@ def test_short_soak_has_no_failures_and_flat_memory(trained, tmp_path):
     assert result["requests"] == 320 and result["failed"] == 0
     assert result["rss_growth_pct"] < 10, result
     assert result["p99_ms"] > 0
+
+
+def test_a_setting_of_the_wrong_kind_stops_the_start_with_one_line(tmp_path):
+    server = Server(str(tmp_path / "no-models"), str(tmp_path / "server.log"), WORKERS="two")
+    assert not server.wait_ready(timeout=60)
+    assert server.stop() == 2
+    log = server.log()
+    assert log.strip().splitlines() == ["error: WORKERS must be a positive integer, not 'two'"], log[-2000:]

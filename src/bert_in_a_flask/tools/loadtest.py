@@ -76,8 +76,9 @@ class Server(object):
             if pid.isdigit():
                 try:
                     with open("/proc/%s/stat" % pid) as handle:
-                        if int(handle.read().rsplit(")", 1)[1].split()[1]) == self.process.pid:
-                            pids.append(int(pid))
+                        state, parent = handle.read().rsplit(")", 1)[1].split()[:2]
+                    if int(parent) == self.process.pid and state != "Z":  # a killed worker not yet reaped is gone
+                        pids.append(int(pid))
                 except (OSError, ValueError, IndexError):
                     continue
         return sorted(pids)

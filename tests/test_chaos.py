@@ -1,0 +1,20 @@
+"""`make chaos` on the session's tiny export: overload, SIGKILLed workers and bad exports at once, two
+workers; the tool exits 0 only when every target it prints held."""
+import pytest
+
+from helpers import run_cli
+
+pytestmark = pytest.mark.slow  # a gunicorn server with two workers, killed and restarted
+
+
+def test_chaos_keeps_the_service_standing(trained, tmp_path):
+    result = run_cli("bert_in_a_flask.tools.chaos",
+                     ["--model", trained["export_dir"], "--seconds", "30", "--kill-every", "10", "--texts", "256",
+                      "--log-dir", str(tmp_path)], timeout=900)
+    out = result.stdout
+    assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
+    for target in ("every answer 200, 429 or 503", "429 answers' p99 <= 100 ms", "after the load, 200 within 1 s",
+                   "10 worker restarts", "/metrics counted every /predict answer", "the good export went live",
+                   "worker RSS within 10 %"):
+        assert [line for line in out.splitlines() if target in line and " ok " in line], (target, out[-4000:])
+    assert out.count("SIGKILL worker") == 2 and "broken export" in out and "good export" in out
