@@ -1,5 +1,7 @@
 """`make chaos` on the session's tiny export: overload, SIGKILLed workers and bad exports at once, two
 workers; the tool exits 0 only when every target it prints held."""
+import os
+
 import pytest
 
 from helpers import run_cli
@@ -8,13 +10,18 @@ pytestmark = pytest.mark.slow  # a gunicorn server with two workers, killed and 
 
 
 def test_chaos_keeps_the_service_standing(trained, tmp_path):
+    # The tiny model computes 256 texts in ~10 ms, so the load generator shares the two cores with
+    # the server: 2x capacity is what it can offer here, and one request admitted per worker
+    # (MAX_PENDING_TEXTS=256) is the bound that suits passes this short. `make chaos` runs the
+    # defaults (4x, 512) on the demo model.
+    env = dict(os.environ, MAX_PENDING_TEXTS="256")
     result = run_cli("bert_in_a_flask.tools.chaos",
                      ["--model", trained["export_dir"], "--seconds", "30", "--kill-every", "10", "--texts", "256",
-                      "--log-dir", str(tmp_path)], timeout=900)
+                      "--load", "2", "--log-dir", str(tmp_path)], timeout=900, env=env)
     out = result.stdout
     assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
-    for target in ("every answer 200, 429 or 503", "429 answers' p99 <= 100 ms", "after the load, 200 within 1 s",
-                   "10 worker restarts", "/metrics counted every /predict answer", "the good export went live",
-                   "worker RSS within 10 %"):
+    for target in ("every answer 200, 429 or 503", "429 answers' p99 <= 100 ms", "accepted p50 <= 3x unloaded p50",
+                   "after the load, 200 within 1 s", "10 worker restarts", "/metrics counted every /predict answer",
+                   "the good export went live", "worker RSS within 10 %"):
         assert [line for line in out.splitlines() if target in line and " ok " in line], (target, out[-4000:])
     assert out.count("SIGKILL worker") == 2 and "broken export" in out and "good export" in out

@@ -51,10 +51,10 @@ class NoEvents(object):
 
 
 class _Pending(object):
-    __slots__ = ("id_lists", "deadline", "state", "done", "result", "error")
+    __slots__ = ("n_texts", "id_lists", "deadline", "state", "done", "result", "error")
 
-    def __init__(self, id_lists, deadline):
-        self.id_lists, self.deadline, self.state = id_lists, deadline, QUEUED
+    def __init__(self, n_texts, deadline):
+        self.n_texts, self.id_lists, self.deadline, self.state = n_texts, None, deadline, QUEUED
         self.done, self.result, self.error = threading.Event(), None, None
 
     def fail(self, error):
@@ -85,10 +85,20 @@ class MicroBatcher(object):
     # --- the request threads' side ----------------------------------------------------------
 
     def submit(self, id_lists, client_gone=None):
-        """Probabilities for `id_lists`, computed together with whatever else is queued; `Overloaded`
-        when the queue is full, `ServiceUnavailable` past the deadline or when the thread stopped,
-        `ClientGone` when `client_gone()` turned true first (nobody is left to answer)."""
-        pending = self._admit(id_lists)
+        """Probabilities for `id_lists`, computed together with whatever else is queued (see `run`)."""
+        return self.run(len(id_lists), lambda: id_lists, client_gone)
+
+    def run(self, n_texts, prepare, client_gone=None):
+        """Probabilities for the `n_texts` id lists that `prepare()` makes, computed together with
+        whatever else is queued. The texts are admitted before `prepare` runs, so a refused request
+        costs no tokenizing. Raises `Overloaded` when the queue is full, `ServiceUnavailable` past the
+        deadline or when the thread stopped, `ClientGone` when `client_gone()` turned true first."""
+        pending = self._admit(n_texts)
+        try:
+            pending.id_lists = prepare()
+        except BaseException:
+            self._drop(pending, None)
+            raise
         self._queue.put(pending)
         if not self.alive:  # it died between the check and the put: nobody will take the item
             self._fail_queued(ServiceUnavailable("the micro-batcher of this worker has stopped"))
@@ -103,8 +113,7 @@ class MicroBatcher(object):
             raise pending.error
         return pending.result
 
-    def _admit(self, id_lists):
-        n = len(id_lists)
+    def _admit(self, n):
         with self._lock:
             if not self.alive:
                 raise ServiceUnavailable("the micro-batcher of this worker has stopped")
@@ -119,17 +128,19 @@ class MicroBatcher(object):
             raise Overloaded("this worker has %d texts queued (MAX_PENDING_TEXTS=%d); retry in a moment"
                              % (self.pending_texts, self._max_pending))
         self._events.admitted(n)
-        return _Pending(id_lists, time.monotonic() + self._timeout)
+        return _Pending(n, time.monotonic() + self._timeout)
 
     def _drop(self, pending, reason):
-        """Take a queued item back (its caller gave up or went away); one already taken runs on."""
+        """Take a queued item back (its caller gave up or went away, or `reason` None: its texts could
+        not be prepared); one already taken runs on."""
         with self._lock:
             if pending.state != QUEUED:
                 return
             pending.state = DROPPED
-            self.pending_texts -= len(pending.id_lists)
-        self._events.admitted(-len(pending.id_lists))
-        self._events.shed(reason)
+            self.pending_texts -= pending.n_texts
+        self._events.admitted(-pending.n_texts)
+        if reason is not None:
+            self._events.shed(reason)
 
     # --- the batcher thread's side ----------------------------------------------------------
 
@@ -147,8 +158,8 @@ class MicroBatcher(object):
                 item.state = TAKEN
                 return True
             item.state = DROPPED
-            self.pending_texts -= len(item.id_lists)
-        self._events.admitted(-len(item.id_lists))
+            self.pending_texts -= item.n_texts
+        self._events.admitted(-item.n_texts)
         self._events.shed("deadline")
         item.fail(ServiceUnavailable("no forward pass within %g s; the worker is overloaded" % self._timeout))
         return False
@@ -226,6 +237,6 @@ class MicroBatcher(object):
                     if item.state != QUEUED:
                         continue
                     item.state = DROPPED
-                    self.pending_texts -= len(item.id_lists)
-                self._events.admitted(-len(item.id_lists))
+                    self.pending_texts -= item.n_texts
+                self._events.admitted(-item.n_texts)
                 item.fail(error)

@@ -8,7 +8,8 @@ def _json(schema, description):
 
 
 def _errors(*codes):
-    words = {503: "Model still loading", 400: "Malformed request", 401: "Missing or invalid API key (when API_KEYS is set)", 404: "Unknown path", 405: "Method not allowed",
+    words = {503: "Model still loading, or no forward pass within PREDICT_TIMEOUT_S",
+             429: "This worker's queue is full (MAX_PENDING_TEXTS): retry after Retry-After seconds", 400: "Malformed request", 401: "Missing or invalid API key (when API_KEYS is set)", 404: "Unknown path", 405: "Method not allowed",
              413: "Too many texts or body too large", 415: "Body is not JSON", 500: "Server fault"}
     return {str(code): _json(_ERROR, words[code]) for code in codes}
 
@@ -53,7 +54,7 @@ def spec(max_texts):
                                                             "properties": {"text": texts}}]},
                                "signature_name": {"type": "string", "enum": ["serve_text", "serving_default"]}}}}}},
             "responses": dict({"200": _json(plain, '{"predictions": [...]} or {"outputs": {...}}')},
-                              **_errors(400, 401, 404, 405, 413, 415, 500, 503))}},
+                              **_errors(400, 401, 404, 405, 413, 415, 429, 500, 503))}},
         "/v1/models/{name}": {"get": {
             "summary": "TensorFlow Serving model status", "parameters": name,
             "responses": dict({"200": _json(plain, "model_version_status")}, **_errors(401, 404, 405))}},
@@ -85,7 +86,7 @@ def spec(max_texts):
                                                             "description": "informational; the data's length counts"},
                                                   "data": texts}}}}}}}},
             "responses": dict({"200": _json(plain, "label, score and probabilities tensors")},
-                              **_errors(400, 401, 404, 405, 413, 415, 500, 503))}},
+                              **_errors(400, 401, 404, 405, 413, 415, 429, 500, 503))}},
     }
     version = [{"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
                 "description": "the export served (its timestamp); another one is a 404"}]
@@ -102,7 +103,7 @@ def spec(max_texts):
                 "summary": "Classify texts",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": predict_request}}},
                 "responses": dict({"200": _json(predict_response, "One answer per text, in order")},
-                                  **_errors(400, 401, 405, 413, 415, 500))}},
+                                  **_errors(400, 401, 405, 413, 415, 429, 500, 503))}},
             "/health_check": {"get": {"summary": "Liveness", "responses": dict(
                 {"200": _json({"type": "object", "required": ["text"],
                                "properties": {"text": {"type": "string"}}}, "Alive")}, **_errors(405))}},

@@ -141,7 +141,9 @@ class Predictor(object):
     def predict_proba(self, texts, client_gone=None):
         if not len(texts):
             return np.zeros((0, len(self.labels)), np.float32)
-        return self.forward(self.preprocess(texts), client_gone)
+        if self._batcher is not None:  # admitted before tokenizing: a refused request costs little
+            return self._batcher.run(len(texts), lambda: self.preprocess(texts), client_gone)
+        return self.forward_sorted(self.preprocess(texts))
 
     def predict(self, texts, client_gone=None):
         return self.postprocess(self.predict_proba(texts, client_gone))
