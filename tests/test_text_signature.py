@@ -10,6 +10,7 @@ import pytest
 from bert_in_a_flask.shared.tf_compat import tf
 from bert_in_a_flask.shared.text import TextEncoder, build_tokenizer
 from bert_in_a_flask.tools import download_data, wheels
+from bert_in_a_flask.training.records import bert_tokenizer
 from bert_in_a_flask.tools.convert_minilm import MODEL_PREFIX
 from bert_in_a_flask.training.text_signature import text_features
 from helpers import ROOT
@@ -72,7 +73,7 @@ def test_word_pieces_equal_berts_on_so_titles_and_hostile_texts(vocabs, so_test_
 
 @pytest.mark.parametrize("vocab,do_lower_case", [("uncased", True), ("cased", False)])
 def test_the_encoders_fast_path_gives_berts_own_ids(vocabs, so_test_titles, vocab, do_lower_case):
-    bert = build_tokenizer(vocabs[vocab], do_lower_case)
+    bert = bert_tokenizer(vocabs[vocab], do_lower_case)  # bert's own, with TensorFlow
     encoder = TextEncoder(build_tokenizer(vocabs[vocab], do_lower_case), 100000)
     for text in so_test_titles + hostile_texts():
         assert encoder.piece_ids(text) == bert.convert_tokens_to_ids(bert.tokenize(text)), repr(text[:80])
@@ -80,10 +81,16 @@ def test_the_encoders_fast_path_gives_berts_own_ids(vocabs, so_test_titles, voca
 
 @pytest.mark.parametrize("vocab,do_lower_case", [("uncased", True), ("cased", False)])
 def test_every_character_alone_and_inside_a_word(vocabs, vocab, do_lower_case):
-    """Character tables (control, whitespace, punctuation, CJK, case, accents) compared one by one."""
+    """Character tables (control, whitespace, punctuation, CJK, case, accents) compared one by one:
+    the graph's tokenizer and serving's TensorFlow-free one against bert's own."""
     chars = [chr(code) for code in range(0x30000) if not 0xD800 <= code < 0xE000]
     texts = chars + ["ab%sCd" % char for char in chars]
     assert differences(texts, vocabs[vocab], do_lower_case, 64) == []
+    bert = bert_tokenizer(vocabs[vocab], do_lower_case)
+    serving = build_tokenizer(vocabs[vocab], do_lower_case)
+    assert serving.vocab == bert.vocab
+    assert [t for t in texts if serving.convert_tokens_to_ids(serving.tokenize(t))
+            != bert.convert_tokens_to_ids(bert.tokenize(t))] == []
 
 
 FRESH_PROCESS = r"""

@@ -61,7 +61,8 @@ def test_encoder_gives_berts_ids_on_ascii_and_hostile_texts(tmp_path, do_lower_c
     words = ["java", "Java", "script", "##script", "##s", "null", "point", "##er", "exception", "how", "do", "I"]
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + pieces + words) + "\n")
-    bert = build_tokenizer(str(vocab), do_lower_case)
+    from bert_in_a_flask.training.records import bert_tokenizer
+    bert = bert_tokenizer(str(vocab), do_lower_case)  # bert's own, with TensorFlow
     encoder = TextEncoder(build_tokenizer(str(vocab), do_lower_case), 4096)
     rng = random.Random(3)
     ascii_texts = ["".join(rng.choice(words + [chr(rng.randint(0, 127)) for _ in range(3)] + [" "])

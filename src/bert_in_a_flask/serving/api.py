@@ -8,8 +8,8 @@ import socket
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..shared.errors import UserError
-from ..shared.tf_compat import TF_VERSION
 from . import openapi
+from .backends import tf_version
 
 api = Blueprint("api", __name__)
 ROUTES = {"/predict": ["POST"], "/health_check": ["GET"], "/ready": ["GET"], "/metadata": ["GET"],
@@ -93,7 +93,7 @@ def metadata():
         "truncate": config.truncate, "base_model": config.base_model, "created": config.created,
         "val_metrics": config.val_metrics, "format_version": config.format_version,
         "backend": predictor.backend_name, "onnx": config.onnx,
-        "tf_version": TF_VERSION, "build": {"date": settings["BUILD_DATE"], "git_sha": settings["GIT_SHA"]},
+        "tf_version": tf_version(), "build": {"date": settings["BUILD_DATE"], "git_sha": settings["GIT_SHA"]},
         "micro_batching": settings["MICRO_BATCHING"],
         "limits": {"max_texts": settings["MAX_TEXTS"], "max_batch_size": settings["MAX_BATCH_SIZE"],
                    "max_content_length": settings["MAX_CONTENT_LENGTH"],

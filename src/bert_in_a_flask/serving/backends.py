@@ -15,11 +15,11 @@ with one line: no accepted copy, a changed file, no onnxruntime, or BACKEND=tf.
 """
 import logging
 import os
+import sys
 
 from ..shared.errors import UserError
 from ..shared.export_contract import ONNX_FILE, ONNX_INT8_FILE, SIGNATURE_INPUTS, SIGNATURE_OUTPUT
 from ..shared.files import file_sha256
-from ..shared.tf_compat import session_config, tf
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "tf", "onnx")
@@ -40,6 +40,10 @@ class TFBackend(object):
     name = "tf"
 
     def __init__(self, export_dir, intra_op_threads=0, inter_op_threads=0):
+        if not tensorflow_installed():
+            raise UserError("BACKEND=tf needs TensorFlow, which this environment lacks: pip install '.[tf]' "
+                            "(or serve the export's verified ONNX file with BACKEND=auto)")
+        from ..shared.tf_compat import session_config, tf  # only here: the onnx backends need no TensorFlow
         has_text_ops = register_text_ops()
         self._graph = tf.Graph()
         self._session = tf.Session(graph=self._graph, config=session_config(intra_op_threads, inter_op_threads))
@@ -147,6 +151,22 @@ def open_backend(requested, export_dir, record, intra_op_threads=0, inter_op_thr
                 why = str(exc)
         if requested == "onnx":
             raise UserError("BACKEND=onnx, but %s" % why)
+        if not tensorflow_installed():
+            raise UserError("%s cannot be served without TensorFlow: %s. Convert it with `make onnx model_dir=%s`, "
+                            "or install TensorFlow (pip install '.[tf]') and set BACKEND=tf" % (export_dir, why, export_dir))
         if record:  # an ONNX file was expected: say once why it is not used
             log.warning("serving %s with TensorFlow: %s", export_dir, why)
     return TFBackend(export_dir, intra_op_threads, inter_op_threads)
+
+
+def tensorflow_installed():
+    import importlib.util
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except ImportError:
+        return False
+
+
+def tf_version():
+    """The version of the TensorFlow this process loaded, None when it loaded none (the onnx backends)."""
+    return getattr(sys.modules.get("tensorflow"), "__version__", None)

@@ -14,8 +14,7 @@ import numpy as np
 from ..shared.errors import UserError
 from ..shared.export_contract import read_assets, resolve_export
 from ..shared.text import TextEncoder, build_tokenizer
-from ..shared.tf_compat import TF_VERSION
-from .backends import open_backend
+from .backends import open_backend, tf_version
 from .settings import DEFAULTS
 
 log = logging.getLogger(__name__)
@@ -79,8 +78,8 @@ class Predictor(object):
             self._batcher = MicroBatcher(self.forward_sorted, max_batch_size, queue.wait_ms, queue.timeout_s,
                                          max_pending_texts=queue.max_pending_texts, coalesce=queue.coalesce,
                                          events=queue.events)
-        log.info("loaded %s (%d labels, backend %s, TF %s)", self.export_dir, len(self.labels), self.backend.name,
-                 TF_VERSION)
+        log.info("loaded %s (%d labels, backend %s%s)", self.export_dir, len(self.labels), self.backend.name,
+                 ", TF %s" % tf_version() if tf_version() else "")
 
     @property
     def healthy(self):

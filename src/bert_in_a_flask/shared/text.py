@@ -1,9 +1,10 @@
-"""Text -> word-piece ids, the same way in training and serving: bert's tokenizer and truncation."""
+"""Text -> word-piece ids, the same way in training and serving: bert's tokenizer and truncation.
+Training runs bert's own tokenization module, serving its TensorFlow-free copy (wordpiece.py)."""
 import functools
 import re
 
 from .errors import UserError
-from .tf_compat import tokenization
+from . import wordpiece
 
 TRUNCATIONS = ("head", "head+tail")
 # "How to Fine-Tune BERT for Text Classification" (Sun et al. 2019) keeps 128 head and
@@ -23,7 +24,8 @@ def vocab_is_cased(vocab_file):
 
 
 def build_tokenizer(vocab_file, do_lower_case):
-    return tokenization.FullTokenizer(vocab_file=vocab_file, do_lower_case=do_lower_case)
+    """bert's FullTokenizer without TensorFlow (wordpiece.py; tested to give bert's ids)."""
+    return wordpiece.FullTokenizer(vocab_file=vocab_file, do_lower_case=do_lower_case)
 
 
 # bert's BasicTokenizer on ASCII text, as two regexes: _clean_text drops the control characters

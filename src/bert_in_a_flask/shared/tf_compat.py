@@ -1,6 +1,6 @@
 """The only module that knows whether TensorFlow is 1.15 or 2.x.
 
-Everything else imports `tf` (the TF1-style API) from here, and bert's `tokenization`.
+Everything else imports `tf` (the TF1-style API) from here, and the trainer bert's `tokenization`.
 bert-tensorflow 1.0.4 already writes against `tensorflow.compat.v1`; its one
 TF1-only import is `tensorflow.contrib.layers` (for `layer_norm`, in `modeling`), which
 TF 2 does not have. tf-slim ships the same `layer_norm`, so on TF 2 we register it
@@ -22,22 +22,32 @@ IS_TF2 = TF_VERSION.startswith("2.")
 tf = _tf.compat.v1
 
 if IS_TF2:
-    import tf_slim
-
     # bert reads `tensor.shape[-1].value`, a TF1 TensorShape idiom.
     tf.disable_v2_tensorshape()
-    _contrib = types.ModuleType("tensorflow.contrib")
-    _contrib.layers = tf_slim.layers
-    sys.modules.setdefault("tensorflow.contrib", _contrib)
-    sys.modules.setdefault("tensorflow.contrib.layers", tf_slim.layers)
+    try:  # the trainer's; a serving install with TensorFlow (BACKEND=tf) has no tf-slim and needs none
+        import tf_slim
+    except ImportError:
+        tf_slim = None
+    if tf_slim is not None:
+        _contrib = types.ModuleType("tensorflow.contrib")
+        _contrib.layers = tf_slim.layers
+        sys.modules.setdefault("tensorflow.contrib", _contrib)
+        sys.modules.setdefault("tensorflow.contrib.layers", tf_slim.layers)
 
-from absl import flags as _absl_flags  # noqa: E402
-from bert import tokenization  # noqa: E402,F401  (all that serving needs from bert)
 
-# bert defines absl flags at import and its tokenizer reads one of them; inside
-# Flask/gunicorn nobody parses absl flags, so we mark them parsed (defaults).
-if not _absl_flags.FLAGS.is_parsed():
-    _absl_flags.FLAGS.mark_as_parsed()
+
+def __getattr__(name):
+    """`tokenization`, bert's module, imported when the trainer first asks for it (serving with
+    BACKEND=tf needs TensorFlow only, not bert)."""
+    if name != "tokenization":
+        raise AttributeError(name)
+    from absl import flags as absl_flags
+    from bert import tokenization
+    # bert defines absl flags at import and its tokenizer reads one of them; nobody parses absl
+    # flags in our processes, so they are marked parsed (their defaults).
+    if not absl_flags.FLAGS.is_parsed():
+        absl_flags.FLAGS.mark_as_parsed()
+    return tokenization
 
 if not IS_TF2:
     # Resource variables, TF 2's default, on TF 1.15 too: one variable semantics (reads ordered

@@ -144,7 +144,7 @@ def describe_devices(devices):
 
 def run(config):
     from ..shared.tf_compat import TF_VERSION
-    from ..shared.text import TextEncoder, build_tokenizer
+    from ..shared.text import TextEncoder
     from ..serving.predictor import Predictor
     from . import data, pretrained, records
     from .estimator import build_estimator, cluster_from_env, train_and_evaluate, training_devices
@@ -158,7 +158,8 @@ def run(config):
     do_lower_case = records.resolve_do_lower_case(config.do_lower_case, base.vocab_file, base.init_checkpoint)
     splits = data.load_splits(config.data_file, text_column=config.text_column, label_column=config.label_column,
                               sep=config.sep, val_file=config.val_file, test_file=config.test_file, seed=config.seed)
-    encoder = TextEncoder(build_tokenizer(base.vocab_file, do_lower_case), config.max_seq_length, config.truncate)
+    encoder = TextEncoder(records.bert_tokenizer(base.vocab_file, do_lower_case), config.max_seq_length,
+                          config.truncate)
     devices = training_devices(config.devices)
     cluster = cluster_from_env()
     if cluster is not None and config.overwrite:

@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 FEATURES_VERSION = 1  # bump when the record layout changes, to retire old caches
 
 
+def bert_tokenizer(vocab_file, do_lower_case):
+    """bert's own FullTokenizer: the trainer's (serving runs its TensorFlow-free copy, tested equal)."""
+    return tokenization.FullTokenizer(vocab_file=vocab_file, do_lower_case=do_lower_case)
+
+
 def resolve_do_lower_case(setting, vocab_file, init_checkpoint=None):
     """`auto` follows the vocab; an explicit true/false must agree with it."""
     if not os.path.isfile(vocab_file):
