@@ -18,16 +18,26 @@ API_VENV ?= .venv-api
 API_VPY := $(API_VENV)/bin/python
 
 args ?=
-# docker=1 runs train/start_api in the containers, docker=0 natively; default: 1 when an engine answers.
-docker ?= $(shell docker info >/dev/null 2>&1 && echo 1 || echo 0)
+# Images: the dev image per training runtime, one API image (it serves either runtime's exports).
 runtime ?= tf1
 DEV_IMAGE ?= bert-in-a-flask-dev:$(runtime)
-API_IMAGE ?= bert-in-a-flask-api:$(runtime)
+API_IMAGE ?= bert-in-a-flask-api:latest
 ifeq ($(runtime),tf2)
-DEV_BUILD_ARGS = --build-arg BASE_IMAGE=tensorflow/tensorflow:2.15.0-gpu --build-arg PYTHON=python3.11
-API_BUILD_ARGS = --build-arg PYTHON_VERSION=3.11
+DEV_BASE_IMAGE ?= docker.io/tensorflow/tensorflow:2.15.0-gpu
+DEV_BUILD_ARGS = --build-arg PYTHON=python3.11
+else
+DEV_BASE_IMAGE ?=
 endif
+# A base image of your own for build_api (CI uses a stand-in; the Dockerfile's default is official).
+API_BASE_IMAGE ?=
+# docker=1 runs train / start_api in their images, docker=0 natively; unset: in the image when it exists.
+docker ?=
+image_exists = $(shell docker image inspect $(1) >/dev/null 2>&1 && echo 1)
+train_docker = $(if $(docker),$(filter 1,$(docker)),$(call image_exists,$(DEV_IMAGE)))
+api_docker = $(if $(docker),$(filter 1,$(docker)),$(call image_exists,$(API_IMAGE)))
 api_port ?= 5000
+# The address start_api binds (or publishes the container on): loopback unless you say otherwise.
+api_host ?= 127.0.0.1
 model_dir ?=
 gpu ?=
 tensorboard_port ?= 6006
@@ -58,8 +68,11 @@ help:
 	@echo "  make soak [model_dir=...] [args=...]    16 clients x 2,000 requests on loopback"
 	@echo "  make chaos [model_dir=...] [args=...]   overload + killed workers + bad exports, 2 workers, 60 s"
 	@echo "  make lint PYTHON=python3.11             hadolint the Dockerfiles"
-	@echo "  make build_dev / build_api [runtime=tf1|tf2] [model_dir=...]   images (docker=0|1 forces native|container)"
-	@echo "Other variables: PYTHON=$(PYTHON) VENV=$(VENV) LOG_DIR=$(LOG_DIR) docker=$(docker)"
+	@echo "  make build_dev [runtime=tf1|tf2]         the training image ($(DEV_IMAGE))"
+	@echo "  make build_api [model_dir=...]          the API image ($(API_IMAGE)) with the newest export, or model_dir's"
+	@echo "  make api_venv [API_PYTHON=$(API_PYTHON)]    the serving environment ($(API_VENV), requirements_api.txt)"
+	@echo "Other variables: PYTHON=$(PYTHON) VENV=$(VENV) LOG_DIR=$(LOG_DIR) api_host=$(api_host)"
+	@echo "  docker=1|0: train / start_api / stop_api in the image or natively (unset: in the image when it is built)"
 	@echo "CLIs run with the venv's python, e.g. $(VPY) src/predict.py --help"
 
 # The project itself is installed editable (pyproject.toml): that is how every module finds the
@@ -109,13 +122,13 @@ test: venv assets api_venv
 test-fast: venv
 	$(VPY) -m pytest tests -q -p no:cacheprovider -m "not slow" $(pytest_args)
 
-ifeq ($(docker),1)
+ifeq ($(train_docker),1)
 # gpu=N is a GPU index (gpu=0,1 selects two), not a count; inside the container they are 0..k-1.
 train:
 	docker run --rm $(if $(gpu),--gpus '"device=$(gpu)"') --user $$(id -u):$$(id -g) \
-		-v $(CURDIR):/workspace -p $(tensorboard_port):6006 $(DEV_IMAGE) \
+		-v $(CURDIR):/workspace -p $(api_host):$(tensorboard_port):6006 $(DEV_IMAGE) \
 		bash -c 'tensorboard --logdir models/checkpoints --host 0.0.0.0 --port 6006 >/dev/null 2>&1 & \
-		make train docker=0 VENV=/opt/venv args="$(args)"'
+		exec python src/train.py $(args)'
 else
 train: venv
 	$(if $(gpu),CUDA_VISIBLE_DEVICES=$(gpu) )$(VPY) src/train.py $(args)
@@ -130,16 +143,16 @@ train_cluster: venv
 tensorboard: venv
 	$(VENV)/bin/tensorboard --logdir $(logdir) --host 0.0.0.0 --port $(tensorboard_port)
 
-ifeq ($(docker),1)
-start_api:
-	docker run -d --rm --name bert-api-$(api_port) -p $(api_port):5000 $(API_IMAGE)
-	@echo "API container bert-api-$(api_port) on http://localhost:$(api_port)/predict (stop: make stop_api api_port=$(api_port))"
+START_API = $(API_VPY) -m bert_in_a_flask.tools.start_api --port $(api_port) --host $(api_host) --log-dir $(LOG_DIR)
+ifeq ($(api_docker),1)
+start_api: api_venv
+	@$(START_API) --docker-image $(API_IMAGE) $(if $(model_dir),--model-dir $(model_dir))
 
-stop_api:
-	docker stop bert-api-$(api_port)
+stop_api: api_venv
+	@$(START_API) --docker-image $(API_IMAGE) --stop
 else
 start_api: api_venv
-	@$(API_VPY) -m bert_in_a_flask.tools.start_api --port $(api_port) --log-dir $(LOG_DIR) $(if $(model_dir),--model-dir $(model_dir))
+	@$(START_API) $(if $(model_dir),--model-dir $(model_dir))
 
 stop_api:
 	@pidfile=$(LOG_DIR)/gunicorn-$(api_port).pid; \
@@ -149,16 +162,16 @@ stop_api:
 endif
 
 # --- images ----------------------------------------------------------------------------------
-# The export baked into the API image: model_dir (an export or a folder of them), default the newest.
-EXPORT_DIR = $(shell d=$(or $(model_dir),models/trained_model); if [ -f $$d/saved_model.pb ]; then echo $$d; \
-	else ls -1d $$d/[0-9]*/saved_model.pb 2>/dev/null | sort | tail -n 1 | xargs -r dirname; fi)
-
 build_dev:
-	docker build -f Dockerfile_dev $(DEV_BUILD_ARGS) -t $(DEV_IMAGE) .
+	docker build -f Dockerfile_dev $(if $(DEV_BASE_IMAGE),--build-arg BASE_IMAGE=$(DEV_BASE_IMAGE)) $(DEV_BUILD_ARGS) \
+		-t $(DEV_IMAGE) .
 
-build_api:
-	@[ -n "$(EXPORT_DIR)" ] || { echo "error: no export under $(or $(model_dir),models/trained_model); run make train" >&2; exit 2; }
-	docker build -f Dockerfile_api $(API_BUILD_ARGS) --build-arg MODEL_EXPORT=$(EXPORT_DIR) \
+# The export baked into the API image: model_dir (an export or a folder of them, anywhere), default the
+# newest under models/ (the one start_api serves), staged into the build context first.
+build_api: api_venv
+	@$(API_VPY) -m bert_in_a_flask.tools.stage_export $(if $(model_dir),--model-dir $(model_dir)) --to build/api-export
+	docker build -f Dockerfile_api $(if $(API_BASE_IMAGE),--build-arg BASE_IMAGE=$(API_BASE_IMAGE)) \
+		--build-arg MODEL_EXPORT=build/api-export \
 		--build-arg BUILD_DATE=$$(date -u +%Y-%m-%dT%H:%M:%SZ) --build-arg GIT_SHA=$$(git rev-parse HEAD) \
 		-t $(API_IMAGE) .
 
@@ -237,10 +250,10 @@ demo: venv
 	@$(VPY) -c "import json; m = json.load(open('$(DEMO_DIR)/report/metrics.json')); \
 		print('test accuracy: BERT %.4f | TF-IDF + linear SVM %.4f' % (m['accuracy'], m['tfidf_svm_accuracy']))"
 	@echo "== 5/5 API on port $(api_port), the original curl example:"
-	@$(MAKE) --no-print-directory start_api api_port=$(api_port) model_dir=$(DEMO_DIR)/trained_model
+	@$(MAKE) --no-print-directory start_api docker=0 api_port=$(api_port) model_dir=$(DEMO_DIR)/trained_model
 	@echo '$$ '$(CURL_EXAMPLE_QUOTED)
 	@$(CURL_EXAMPLE); echo
-	@$(MAKE) --no-print-directory stop_api api_port=$(api_port)
+	@$(MAKE) --no-print-directory stop_api docker=0 api_port=$(api_port)
 	@echo "done. Serve it again with: make start_api (the newest export under models/ is served)"
 
 clean_venv:

@@ -8,6 +8,7 @@
 The trainer writes it (training/export.py); the predictor reads it and nothing else.
 """
 import dataclasses
+import glob
 import os
 import shutil
 from typing import Any, Dict, Optional
@@ -124,6 +125,27 @@ def exports_newest_first(export_root):
     if not stamps:
         raise UserError("no exported model under %s (train one with `make train`)" % export_root)
     return [os.path.join(export_root, name) for name in sorted(stamps, key=int, reverse=True)]
+
+
+# Where the make targets look for exports when none is named: `make train`'s and every
+# `--output-dir models/<run>`'s (the demo's among them).
+EXPORT_FOLDERS = ("models/trained_model", "models/*/trained_model")
+
+
+def newest_export(root, folders=EXPORT_FOLDERS):
+    """The newest export in any of `folders` (glob patterns under `root`): make start_api's,
+    build_api's and make chaos's default, by the rule of exports_newest_first."""
+    found = []
+    for pattern in folders:
+        for folder in glob.glob(os.path.join(root, pattern)):
+            try:
+                found.append(exports_newest_first(folder)[0])
+            except UserError:
+                continue
+    if not found:
+        raise UserError("no exported model under models/ (train one with `make train`, or name one with "
+                        "model_dir=path/to/trained_model)")
+    return max(found, key=lambda path: int(os.path.basename(path)))
 
 
 def latest_export(export_root):

@@ -1,13 +1,19 @@
-"""`make start_api`: start gunicorn in the background and wait until the API is ready.
+"""`make start_api`: start gunicorn in the background (or the API image's container) and wait until
+the API is ready.
 
-    python -m bert_in_a_flask.tools.start_api --port 5000 [--model-dir models/demo/trained_model] [--log-dir models/logs]
+    python -m bert_in_a_flask.tools.start_api --port 5000 [--host 127.0.0.1] [--model-dir models/demo/trained_model]
+                                              [--log-dir models/logs] [--docker-image bert-in-a-flask-api]
 
 Refuses at once (one `error:` line, exit 1) when the port is taken, naming the process there;
 appends to the port's log (never truncates a running server's log); stops waiting as soon as the
 server exits and prints the server's own last error line. Without --model-dir it serves the
 newest export under models/ (models/trained_model/<ts>, models/<run>/trained_model/<ts>).
+
+With --docker-image it runs that image as container bert-api-<port>, published on --host:--port,
+with --model-dir (if given) mounted read-only and served instead of the export baked in; it waits
+for /ready the same way, and a container that exits is reported with its own last error line and
+removed. `stop_container` stops and removes it (make stop_api docker=1).
 """
-import glob
 import os
 import signal
 import socket
@@ -16,19 +22,21 @@ import sys
 import time
 
 from ..shared.cli import ArgumentParser, positive_int
+from ..shared import export_contract
 from ..shared.errors import UserError, run_cli
 from . import APP_ENTRY_POINT, REPO_ROOT as ROOT
 from .loadtest import poll_ready
-EXPORT_PATTERNS = ("models/trained_model/[0-9]*/saved_model.pb", "models/*/trained_model/[0-9]*/saved_model.pb")
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=positive_int, required=True, help="port to serve on")
-    parser.add_argument("--host", default=os.environ.get("HOST") or "0.0.0.0", help="address to bind (env HOST)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind, or to publish the container on")
     parser.add_argument("--model-dir", default="", help="an export, or a folder of them (default: newest under models/)")
     parser.add_argument("--log-dir", default="models/logs", help="api-<port>.log and gunicorn-<port>.pid go here")
     parser.add_argument("--timeout", type=positive_int, default=180, help="seconds to wait for /ready")
+    parser.add_argument("--docker-image", default="", help="run this API image in a container instead")
+    parser.add_argument("--stop", action="store_true", help="stop the container started with --docker-image")
     return parser.parse_args(argv)
 
 
@@ -99,11 +107,7 @@ def check_port(host, port, pidfile):
 # --- which model ----------------------------------------------------------------------------
 
 def newest_export(root=ROOT):
-    found = [os.path.dirname(path) for pattern in EXPORT_PATTERNS for path in glob.glob(os.path.join(root, pattern))]
-    if not found:
-        raise UserError("no exported model under models/ (train one with `make train`, or name one with "
-                        "`make start_api model_dir=path/to/trained_model`)")
-    return os.path.relpath(max(found, key=lambda path: int(os.path.basename(path))), root)
+    return os.path.relpath(export_contract.newest_export(root), root)
 
 
 # --- start and wait -----------------------------------------------------------------------
@@ -141,9 +145,7 @@ def start(args):
             [sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"), "--pid", pidfile,
              APP_ENTRY_POINT], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)  # survives the shell that started it
-    url = "http://127.0.0.1:%d" % args.port if args.host in ("0.0.0.0", "::", "") else \
-        "http://%s:%d" % (args.host if ":" not in args.host else "[%s]" % args.host, args.port)
-    if poll_ready(url, args.timeout, gave_up=lambda: server.poll() is not None, interval=0.3):
+    if poll_ready(local_url(args.host, args.port), args.timeout, gave_up=lambda: server.poll() is not None, interval=0.3):
         print("API ready on http://localhost:%d/predict  (stop: make stop_api api_port=%d)" % (args.port, args.port))
         return
     if server.poll() is None:
@@ -155,8 +157,85 @@ def start(args):
                     % (args.port, server.returncode, line.replace("error: ", "", 1) if line else "no output", log_path))
 
 
+# --- in a container --------------------------------------------------------------------------
+
+ENGINE = "docker"  # Docker, or podman through its docker command
+CONTAINER_PORT = 5000  # the image's PORT
+
+
+def container_name(port):
+    return "bert-api-%d" % port
+
+
+def engine(*args, check=False):
+    """(exit code, output) of `docker args`; a UserError when no engine is installed."""
+    try:
+        done = subprocess.run([ENGINE] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=600)
+    except FileNotFoundError:
+        raise UserError("docker=1 needs a container engine, and `docker` is not installed (or use docker=0)")
+    if check and done.returncode != 0:
+        raise UserError("`docker %s` failed: %s" % (" ".join(args[:2]), (done.stdout.strip().splitlines() or ["?"])[-1]))
+    return done.returncode, done.stdout
+
+
+def mount_args(model_dir):
+    """-v/-e arguments that serve `model_dir` (an export, or a folder of them) instead of the baked one."""
+    if not model_dir:
+        return []
+    path = os.path.abspath(model_dir)
+    if not os.path.isdir(path):
+        raise UserError("model_dir %s is not a folder" % model_dir)
+    inside = "/models/%s" % os.path.basename(path) if export_contract.is_export(path) else "/models"
+    return ["-v", "%s:%s:ro" % (path, inside), "-e", "MODEL_DIR=%s" % inside]
+
+
+def start_container(args):
+    name = container_name(args.port)
+    if engine("image", "inspect", args.docker_image)[0] != 0:
+        raise UserError("no image %s: build it with `make build_api` (or start natively with docker=0)" % args.docker_image)
+    if engine("container", "inspect", name)[0] == 0:
+        raise UserError("container %s exists already; stop it with `make stop_api api_port=%d docker=1`" % (name, args.port))
+    check_port(args.host, args.port, os.path.join(args.log_dir, "gunicorn-%d.pid" % args.port))
+    engine("run", "-d", "--name", name, "-p", "%s:%d:%d" % (args.host, args.port, CONTAINER_PORT),
+           *(mount_args(args.model_dir) + [args.docker_image]), check=True)
+    print("starting container %s of %s on %s:%d%s" % (name, args.docker_image, args.host, args.port,
+                                                      " (model: %s)" % args.model_dir if args.model_dir else ""))
+    running = lambda: engine("container", "inspect", "-f", "{{.State.Running}}", name)[1].strip() == "true"
+    if poll_ready(local_url(args.host, args.port), args.timeout, gave_up=lambda: not running(), interval=0.3):
+        print("API ready on http://localhost:%d/predict  (stop: make stop_api api_port=%d docker=1)"
+              % (args.port, args.port))
+        return
+    logs = engine("logs", name)[1]
+    exited = not running()
+    engine("rm", "-f", name)
+    errors = [line for line in logs.splitlines() if line.startswith("error: ")] or logs.strip().splitlines()[-1:]
+    raise UserError("the API container %s %s: %s" % (
+        name, "exited" if exited else "was not ready after %d s, so it was removed" % args.timeout,
+        errors[-1].replace("error: ", "", 1) if errors else "no output"))
+
+
+def stop_container(args):
+    name = container_name(args.port)
+    if engine("container", "inspect", name)[0] != 0:
+        print("no API container on port %d" % args.port)
+        return
+    engine("stop", "-t", "30", name, check=True)
+    engine("rm", "-f", name)
+    print("stopped the API container %s" % name)
+
+
+def local_url(host, port):
+    if host in ("0.0.0.0", "::", ""):
+        return "http://127.0.0.1:%d" % port
+    return "http://%s:%d" % (host if ":" not in host else "[%s]" % host, port)
+
+
 def main(argv=None):
-    return run_cli(start, parse_args(argv))
+    args = parse_args(argv)
+    if args.docker_image:
+        return run_cli(stop_container if args.stop else start_container, args)
+    return run_cli(start, args)
 
 
 if __name__ == "__main__":
