@@ -114,9 +114,10 @@ api_venv: $(API_VENV)/.installed
 assets: venv
 	@$(VPY) -m bert_in_a_flask.tools.wheels
 
-# The serving tests also start the API from the serving environment (API_VPY).
+# The tests start their servers with this venv's python, and the serving-environment tests with
+# SERVING_PYTHON's, as bench, soak and chaos serve.
 test: venv assets api_venv
-	API_VPY=$(API_VPY) $(VPY) -m pytest tests -q -p no:cacheprovider $(pytest_args)
+	SERVING_PYTHON=$(API_VPY) $(VPY) -m pytest tests -q -p no:cacheprovider $(pytest_args)
 
 # The unit tests alone (no subprocesses, servers or training): under a minute.
 test-fast: venv
@@ -187,17 +188,17 @@ onnx: venv
 # Speed figures (training padded vs bucketed, /predict latency, micro-batching, worker RSS).
 # When the other runtime's venv exists, its trainer is timed in the same run (TF 2.15 vs TF 1.15).
 OTHER_VPY = .venv-$(if $(filter python3.7,$(notdir $(PYTHON))),python3.11,python3.7)/bin/python
-bench: venv assets
-	$(VPY) -m bert_in_a_flask.tools.bench $(if $(wildcard $(OTHER_VPY)),--compare-runtime $(OTHER_VPY)) $(args)
+bench: venv assets api_venv
+	SERVING_PYTHON=$(API_VPY) $(VPY) -m bert_in_a_flask.tools.bench $(if $(wildcard $(OTHER_VPY)),--compare-runtime $(OTHER_VPY)) $(args)
 
 # A bounded load test on loopback: 16 clients x 2,000 requests, zero failures and flat RSS expected.
-soak: venv
-	$(VPY) -m bert_in_a_flask.tools.loadtest $(if $(model_dir),--model $(model_dir)) $(args)
+soak: venv api_venv
+	SERVING_PYTHON=$(API_VPY) $(VPY) -m bert_in_a_flask.tools.loadtest $(if $(model_dir),--model $(model_dir)) $(args)
 
 # Overload (4x capacity), a worker SIGKILLed every 15 s and bad exports at once, on loopback with
 # 2 workers for 60 s; prints each target and what it measured, exits 1 on a shortfall.
-chaos: venv
-	$(VPY) -m bert_in_a_flask.tools.chaos $(if $(model_dir),--model $(model_dir)) --log-dir $(LOG_DIR) $(args)
+chaos: venv api_venv
+	SERVING_PYTHON=$(API_VPY) $(VPY) -m bert_in_a_flask.tools.chaos $(if $(model_dir),--model $(model_dir)) --log-dir $(LOG_DIR) $(args)
 
 # --- real material -------------------------------------------------------------------------
 base ?= multi_cased

@@ -19,7 +19,7 @@ TEXTS = ["spring maven jvm", "numpy pip pandas list", "react node npm", "Why doe
 
 @pytest.fixture(scope="module")
 def api_python():
-    path = os.environ.get("API_VPY") or os.path.join(ROOT, ".venv-api", "bin", "python")
+    path = os.environ.get("SERVING_PYTHON") or os.path.join(ROOT, ".venv-api", "bin", "python")
     path = path if os.path.isabs(path) else os.path.join(ROOT, path)
     if not os.path.exists(path):
         pytest.skip("no serving environment at %s (make api_venv builds it; make test does)" % path)
@@ -65,3 +65,22 @@ def test_an_export_without_onnx_is_one_line_naming_the_fixes(trained, api_python
     assert len(errors) == 1, server.log()[-3000:]
     assert "cannot be served without TensorFlow" in errors[0] and "make onnx model_dir=%s" % export in errors[0]
     assert "BACKEND=tf" in errors[0] and "Traceback" not in server.log()
+
+
+def test_build_api_stages_what_the_tf_free_image_serves_and_refuses_an_export_without_onnx(trained, tmp_path, capsys):
+    from bert_in_a_flask.tools import stage_export
+    target = tmp_path / "context" / "api-export"
+    assert stage_export.main(["--model-dir", os.path.dirname(trained["export_dir"]), "--to", str(target)]) == 0
+    stamp = os.path.basename(trained["export_dir"])
+    staged = sorted(os.listdir(str(target / stamp)))
+    assert staged == sorted(["saved_model.pb", "assets.extra", "model.onnx"]) or \
+        staged == sorted(["saved_model.pb", "assets.extra", "model.onnx", "model.int8.onnx"])
+    assert "variables" not in staged  # the SavedModel's weights stay out of the TF-free image
+    bare = str(tmp_path / "bare" / stamp)
+    shutil.copytree(trained["export_dir"], bare)
+    os.remove(os.path.join(bare, "model.onnx"))
+    capsys.readouterr()
+    assert stage_export.main(["--model-dir", bare, "--to", str(target)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the API image serves the verified ONNX file without TensorFlow" in err[0], err
+    assert os.path.isdir(str(target / stamp))  # nothing deleted by the refused call

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from . import REPO_ROOT as ROOT, gemm
-from .loadtest import Server, predict, run_clients
+from .loadtest import Server, predict, run_clients, serving_python
 
 RATE = re.compile(r"step (\d+)/\d+ .* ([0-9.]+) examples/s")
 
@@ -147,7 +147,9 @@ def throughput(url, titles, clients, per_client):
 
 def serve(export_dir, log_path, **env):
     env.setdefault("WORKERS", "1")
-    server = Server(export_dir, log_path, ACCESS_LOG="/dev/null", **env)
+    # The serving environment serves (no TensorFlow there); BACKEND=tf, the SavedModel, needs the trainer's.
+    python = sys.executable if env.get("BACKEND") == "tf" else serving_python()
+    server = Server(export_dir, log_path, python=python, ACCESS_LOG="/dev/null", **env)
     if not server.wait_ready():
         server.stop()
         sys.exit("server did not become ready; see %s" % log_path)

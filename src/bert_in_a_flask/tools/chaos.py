@@ -25,7 +25,7 @@ from urllib.error import URLError
 from ..shared.cli import ArgumentParser, positive_int
 from ..shared.errors import UserError, run_cli
 from ..shared.export_contract import resolve_export
-from .loadtest import Server, http, percentile, predict
+from .loadtest import Server, http, percentile, predict, serving_python
 from .start_api import newest_export
 
 TEXTS = ["Why does my code keep throwing me null pointer exception?",
@@ -239,7 +239,8 @@ def run(args):
     place_export(source, exports, stamp)
     first_version = str(stamp)
     log_path = os.path.join(args.log_dir, "chaos-server.log")
-    server = Server(exports, log_path, WORKERS="2", MODEL_POLL_S="1", PREDICT_TIMEOUT_S="5", ACCESS_LOG="/dev/null")
+    server = Server(exports, log_path, python=serving_python(), WORKERS="2", MODEL_POLL_S="1", PREDICT_TIMEOUT_S="5",
+                    ACCESS_LOG="/dev/null")
     checks = []
     try:
         if not server.wait_ready() or not wait_for(lambda: len(server.worker_pids()) == 2

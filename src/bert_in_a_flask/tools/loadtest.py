@@ -52,6 +52,13 @@ def poll_ready(url, timeout, gave_up=lambda: False, interval=0.2):
     return False
 
 
+def serving_python():
+    """The interpreter the tools' servers run on: the serving environment's (SERVING_PYTHON, which
+    `make bench`, `make soak` and `make chaos` set to the API venv's python, as start_api serves),
+    else this one."""
+    return os.environ.get("SERVING_PYTHON") or sys.executable
+
+
 class Server(object):
     """gunicorn with gunicorn.conf.py, as `make start_api` runs it, on a free loopback port."""
 
@@ -142,7 +149,8 @@ def percentile(values, q):
 
 def soak(model_dir, clients, requests, log_dir, texts):
     """`make soak`: clients x requests on one worker; zero failures and flat memory expected."""
-    server = Server(model_dir, os.path.join(log_dir, "soak-server.log"), WORKERS="1", ACCESS_LOG="/dev/null")
+    server = Server(model_dir, os.path.join(log_dir, "soak-server.log"), python=serving_python(), WORKERS="1",
+                    ACCESS_LOG="/dev/null")
     try:
         if not server.wait_ready():
             raise SystemExit("error: server not ready; see %s" % server.log_path)

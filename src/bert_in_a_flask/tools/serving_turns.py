@@ -32,10 +32,10 @@ def predict_steps(export_dir, test_csv, quantize="none"):
     """Start a server with the default settings and post the test set, 128 titles per request."""
     import tempfile
 
-    from .loadtest import Server, predict
+    from .loadtest import Server, predict, serving_python
     titles = read_titles(test_csv)
     log = tempfile.NamedTemporaryFile(prefix="serving-turns-", suffix=".log", delete=False).name
-    server = Server(export_dir, log, ACCESS_LOG="/dev/null", QUANTIZE=quantize)
+    server = Server(export_dir, log, python=serving_python(), ACCESS_LOG="/dev/null", QUANTIZE=quantize)
     try:
         if not server.wait_ready():
             with open(log) as handle:

@@ -197,14 +197,15 @@ def start_container(args):
     if engine("container", "inspect", name)[0] == 0:
         raise UserError("container %s exists already; stop it with `make stop_api api_port=%d docker=1`" % (name, args.port))
     check_port(args.host, args.port, os.path.join(args.log_dir, "gunicorn-%d.pid" % args.port))
+    started = time.monotonic()
     engine("run", "-d", "--name", name, "-p", "%s:%d:%d" % (args.host, args.port, CONTAINER_PORT),
            *(mount_args(args.model_dir) + [args.docker_image]), check=True)
     print("starting container %s of %s on %s:%d%s" % (name, args.docker_image, args.host, args.port,
                                                       " (model: %s)" % args.model_dir if args.model_dir else ""))
     running = lambda: engine("container", "inspect", "-f", "{{.State.Running}}", name)[1].strip() == "true"
     if poll_ready(local_url(args.host, args.port), args.timeout, gave_up=lambda: not running(), interval=0.3):
-        print("API ready on http://localhost:%d/predict  (stop: make stop_api api_port=%d docker=1)"
-              % (args.port, args.port))
+        print("API ready on http://localhost:%d/predict in %.1f s (stop: make stop_api api_port=%d docker=1)"
+              % (args.port, time.monotonic() - started, args.port))
         return
     logs = engine("logs", name)[1]
     exited = not running()
