@@ -46,11 +46,19 @@ def on_starting(server):
         if name.endswith(".db"):
             os.remove(os.path.join(metrics_dir, name))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # Imported here, once the folder is named (prometheus_client picks its mode at import, and the
+    # workers inherit the module), and never in child_exit: that runs in a SIGCHLD handler, which can
+    # interrupt an import half-way.
+    global multiprocess
+    from prometheus_client import multiprocess
+
+
+multiprocess = None
 
 
 def child_exit(server, worker):
-    from prometheus_client import multiprocess
-    multiprocess.mark_process_dead(worker.pid)  # its live gauges (the queue depth) leave the sums
+    if multiprocess is not None:
+        multiprocess.mark_process_dead(worker.pid)  # its live gauges (the queue depth) leave the sums
 
 
 def on_exit(server):

@@ -181,7 +181,8 @@ def overload(server, args, rate, record, events, exports, source, stamp):
                 if pids:
                     victim = rng.choice(pids)
                     os.kill(victim, signal.SIGKILL)
-                    events.append((now - started, "SIGKILL worker %d" % victim))
+                    # the time of the kill itself: reading /proc for the pids took a while under load
+                    events.append((time.monotonic() - started, "SIGKILL worker %d" % victim))
             else:
                 stamp += 1
                 place_export(source, exports, stamp, broken=(what == "broken"))
@@ -305,6 +306,9 @@ def judge(rows, events, sent, wall, capacity, unloaded, after_s, totals, good_at
     # a connection error is excused only for a request in flight when a worker was killed
     in_flight_at_kill = [(at, status) for at, status, seconds, _ in rows if not isinstance(status, int)
                          and any(at <= kill <= at + seconds + KILL_WINDOW_S for kill in kills)]
+    for at, status in errors:
+        if (at, status) not in in_flight_at_kill:
+            print("  unexcused: sent at t=%.3f s, %s (kills at %s)" % (at, status, ", ".join("%.3f" % k for k in kills)))
     others = {s: c for s, c in statuses.items() if isinstance(s, int) and s not in (200,) + SHED_STATUSES}
     shed = [seconds for _, status, seconds, _ in rows if status == 429]
     accepted = [seconds for _, status, seconds, _ in rows if status == 200]
