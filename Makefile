@@ -45,7 +45,7 @@ tensorboard_port ?= 6006
 logdir ?= models
 LOG_DIR ?= models/logs
 
-.PHONY: help venv assets test test-fast api_venv bench soak chaos lint build_dev build_api download_base_bert download_data demo train train_cluster \
+.PHONY: help venv assets test test-fast api_venv docs bench soak chaos lint build_dev build_api download_base_bert download_data demo train train_cluster \
 	tensorboard start_api stop_api curl_example onnx clean_venv
 
 help:
@@ -67,6 +67,7 @@ help:
 	@echo "  make bench [args=...]                   speed figures (training, /predict, micro-batching, memory; args='--only training|serving')"
 	@echo "  make soak [model_dir=...] [args=...]    16 clients x 2,000 requests on loopback"
 	@echo "  make chaos [model_dir=...] [args=...]   overload + killed workers + bad exports, 2 workers, 60 s"
+	@echo "  make docs                               the README's settings table, from serving/settings.py"
 	@echo "  make lint PYTHON=python3.11             hadolint the Dockerfiles"
 	@echo "  make build_dev [runtime=tf1|tf2]         the training image ($(DEV_IMAGE))"
 	@echo "  make build_api [model_dir=...]          the API image ($(API_IMAGE)) with the newest export, or model_dir's"
@@ -194,6 +195,10 @@ bench: venv assets api_venv
 # A bounded load test on loopback: 16 clients x 2,000 requests, zero failures and flat RSS expected.
 soak: venv api_venv
 	SERVING_PYTHON=$(API_VPY) $(VPY) -m bert_in_a_flask.tools.loadtest $(if $(model_dir),--model $(model_dir)) $(args)
+
+# The README's settings table, made from serving/settings.py (a test fails when they disagree).
+docs: api_venv
+	$(API_VPY) -m bert_in_a_flask.tools.docs
 
 # Overload (4x capacity), a worker SIGKILLed every 15 s and bad exports at once, on loopback with
 # 2 workers for 60 s; prints each target and what it measured, exits 1 on a shortfall.

@@ -98,3 +98,12 @@ def test_a_busy_port_stops_the_container_start_before_anything_runs(docker, tmp_
 def free_port():
     from bert_in_a_flask.tools.loadtest import free_port as pick
     return pick()
+
+
+def test_the_services_settings_set_here_reach_the_container(docker, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_DOCKER_MODE", "exits")
+    monkeypatch.setenv("WORKERS", "2")
+    monkeypatch.setenv("HOST", "0.0.0.0")  # the image's own, never passed on
+    run(free_port(), tmp_path)
+    started = [call for call in docker() if call[0] == "run"][0]
+    assert "WORKERS=2" in started and not [arg for arg in started if arg.startswith("HOST=")]

@@ -1,43 +1,47 @@
-"""Serving settings: one default each, overridable by environment variables (the config object)."""
+"""Serving settings: one default each, overridable by environment variables (the config object).
+gunicorn's own (HOST, PORT, WORKERS, ...) are read here too, by gunicorn.conf.py."""
 import os
 
 from ..shared.errors import UserError
 
-DEFAULTS = {
-    "MODEL_DIR": "models/trained_model",  # an export, or a folder of them (newest is served)
-    "MODEL_POLL_S": 10.0,                  # a folder of exports: look for a newer one this often (0: never; reload.py)
-    "MODEL_VERSION": "",                  # serve MODEL_DIR/<this timestamp> and no other (a pin, e.g. a rollback)
-    "MODEL_NAME": "bert",                 # the <name> of the TF Serving and KServe v2 routes (protocols.py)
-    "BACKEND": "auto",                    # auto | tf | onnx (auto: the verified ONNX file when onnxruntime is here)
-    "QUANTIZE": "none",                   # none | int8 (the export's accepted model.int8.onnx, or a refusal)
-    "MAX_BATCH_SIZE": 32,                 # texts per forward pass at most (sorted, planned; `make bench` sweeps it)
-    "MAX_TEXTS": 256,                     # texts per request, more -> 413
-    "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,  # bytes per request body, more -> 413
-    "MICRO_BATCHING": True,               # coalesce concurrent requests into shared forward passes
-    "MICRO_BATCH_WAIT_MS": 2,             # how long the first queued text waits for company (after a shared pass)
-    "PREDICT_TIMEOUT_S": 30,              # a request waits at most this long for its forward pass (then 503)
-    "MAX_PENDING_TEXTS": 512,             # texts a worker has admitted (queued or running), more -> 429 at once
-    "LOG_FILE": "",                       # also append the call log to this file (all workers; logrotate-safe)
-    "LOG_TEXTS": False,                   # put raw texts in the call log
-    "INTRA_OP_THREADS": 0,                # TF thread pools per worker (0: TF decides)
-    "INTER_OP_THREADS": 0,
-    "API_KEYS": "",                       # comma-separated keys: then every call but health needs one (access.py)
-    "API_KEYS_FILE": "",                  # or a file of keys, one per line
-    "CORS_ORIGINS": "",                   # comma-separated origins (or *) browsers may call from
-    "TRUSTED_PROXIES": 0,                 # proxy hops whose X-Forwarded-For is believed (0: the peer's address)
-    # gunicorn (gunicorn.conf.py); TensorFlow and onnxruntime are not fork-safe, so each worker loads its model
-    "HOST": "0.0.0.0",                    # the address to bind (`make start_api` binds 127.0.0.1)
-    "PORT": 5000,
-    "WORKERS": 1,                         # processes, each with its own model; one forward pass uses every core
-    "THREADS": 16,                        # request threads per worker (parsing, I/O, waiting in the queue)
-    "TIMEOUT": 120,                       # a worker silent this long is restarted (the model loads in a thread)
-    "MAX_REQUESTS": 20000,                # recycle a worker after this many requests (0: never)
-    "MAX_REQUESTS_JITTER": 2000,
-    "ACCESS_LOG": "",                     # gunicorn's access log: a file, or - for stdout (the call log is the app's)
-    "GUNICORN_LOG_LEVEL": "info",
-    "BUILD_DATE": "",                     # set by `make build_api`
-    "GIT_SHA": "",
-}
+# (name, default, what it does): the one definition of each setting; README's table is made from it
+# (`make docs`), and a test fails when the two disagree.
+SETTINGS = (
+    ("MODEL_DIR", "models/trained_model", "an export, or a folder of them (the newest that loads is served)"),
+    ("MODEL_POLL_S", 10.0, "a folder of exports: look for a newer one this often, in seconds (0: never)"),
+    ("MODEL_VERSION", "", "serve MODEL_DIR/<this timestamp> and no other (a pin, e.g. a rollback)"),
+    ("MODEL_NAME", "bert", "the <name> of the TF Serving and KServe v2 routes"),
+    ("BACKEND", "auto", "auto, tf or onnx (auto: the verified ONNX file when onnxruntime is installed)"),
+    ("QUANTIZE", "none", "none or int8 (the export's accepted model.int8.onnx, or a refusal to start)"),
+    ("MAX_BATCH_SIZE", 32, "texts per forward pass at most (sorted by length, cuts planned; `make bench` sweeps it)"),
+    ("MAX_TEXTS", 256, "texts per request; more: 413"),
+    ("MAX_CONTENT_LENGTH", 2 * 1024 * 1024, "bytes per request body; more: 413"),
+    ("MICRO_BATCHING", True, "coalesce concurrent requests into shared forward passes"),
+    ("MICRO_BATCH_WAIT_MS", 2, "how long the first queued text waits for company, after a shared pass"),
+    ("PREDICT_TIMEOUT_S", 30, "a request waits at most this long for its forward pass (then 503)"),
+    ("MAX_PENDING_TEXTS", 512, "texts a worker admits, queued or running; more: 429 at once (about a second of "
+                               "the demo model's work on 2 cores)"),
+    ("LOG_FILE", "", "also append the call log to this file (one for all workers; rotate it with logrotate)"),
+    ("LOG_TEXTS", False, "put the raw texts in the call log"),
+    ("INTRA_OP_THREADS", 0, "threads per forward pass (0: one per core)"),
+    ("INTER_OP_THREADS", 0, "TensorFlow's and onnxruntime's inter-op threads (0: they decide)"),
+    ("API_KEYS", "", "comma-separated keys: then every route but the health routes needs one"),
+    ("API_KEYS_FILE", "", "or a file of keys, one per line"),
+    ("CORS_ORIGINS", "", "comma-separated origins (or *) browsers may call from"),
+    ("TRUSTED_PROXIES", 0, "proxy hops whose X-Forwarded-For is believed (0: the peer's address is logged)"),
+    ("HOST", "0.0.0.0", "the address gunicorn binds (`make start_api` passes api_host, 127.0.0.1)"),
+    ("PORT", 5000, "the port gunicorn binds (`make start_api` passes api_port)"),
+    ("WORKERS", 1, "gunicorn processes, each with its own model (one forward pass already uses every core)"),
+    ("THREADS", 16, "request threads per worker (parsing, I/O, waiting in the queue)"),
+    ("TIMEOUT", 120, "a worker silent this long is restarted (the model loads in a thread)"),
+    ("MAX_REQUESTS", 20000, "recycle a worker after this many requests (0: never)"),
+    ("MAX_REQUESTS_JITTER", 2000, "a random part of that, so workers do not recycle together"),
+    ("ACCESS_LOG", "", "gunicorn's access log: a file, or - for stdout (the call log is the app's own)"),
+    ("GUNICORN_LOG_LEVEL", "info", "gunicorn's log level"),
+    ("BUILD_DATE", "", "set by `make build_api` (shown in /metadata)"),
+    ("GIT_SHA", "", "set by `make build_api` (shown in /metadata and every answer's model field)"),
+)
+DEFAULTS = {name: default for name, default, _ in SETTINGS}
 
 
 # Set by gunicorn.conf.py for its workers: the server's state folder (metrics files, first-boot mark).

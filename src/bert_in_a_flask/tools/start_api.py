@@ -190,6 +190,14 @@ def mount_args(model_dir):
     return ["-v", "%s:%s:ro" % (path, inside), "-e", "MODEL_DIR=%s" % inside]
 
 
+def settings_args():
+    """-e arguments for the service's settings set in this environment (WORKERS=2 make start_api ...),
+    as a native start passes them on; the image fixes HOST, PORT and (unless mounted) MODEL_DIR."""
+    from ..serving.settings import DEFAULTS
+    return [arg for name in DEFAULTS if name in os.environ and name not in ("HOST", "PORT", "MODEL_DIR")
+            for arg in ("-e", "%s=%s" % (name, os.environ[name]))]
+
+
 def start_container(args):
     name = container_name(args.port)
     if engine("image", "inspect", args.docker_image)[0] != 0:
@@ -199,7 +207,7 @@ def start_container(args):
     check_port(args.host, args.port, os.path.join(args.log_dir, "gunicorn-%d.pid" % args.port))
     started = time.monotonic()
     engine("run", "-d", "--name", name, "-p", "%s:%d:%d" % (args.host, args.port, CONTAINER_PORT),
-           *(mount_args(args.model_dir) + [args.docker_image]), check=True)
+           *(mount_args(args.model_dir) + settings_args() + [args.docker_image]), check=True)
     print("starting container %s of %s on %s:%d%s" % (name, args.docker_image, args.host, args.port,
                                                       " (model: %s)" % args.model_dir if args.model_dir else ""))
     running = lambda: engine("container", "inspect", "-f", "{{.State.Running}}", name)[1].strip() == "true"
