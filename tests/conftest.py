@@ -2,6 +2,7 @@
 trained and exported from them (the helpers that build them are in helpers.py)."""
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -53,12 +54,24 @@ def client(app):
     return app.test_client()
 
 
-# A test that needs a trained model (or a server, or a real MiniLM) is slow: `make test-fast`
-# (pytest -m "not slow") leaves it out. Tests that start processes are marked by hand.
-SLOW_FIXTURES = {"trained", "predictor", "app", "client", "roomy_client", "minilm_dir", "api", "api_schema", "vocabs"}
+# The tiers are chosen by the `slow` marker alone (`make test-fast` is pytest -m "not slow"). A test
+# is slow when it starts a subprocess, a server, a container or a training run, or uses a fixture
+# that does: left unmarked, it fails at once (below), so a new slow fixture cannot land in the fast
+# tier unnoticed.
+_real_popen_init = subprocess.Popen.__init__
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.slow)
+def _no_subprocess_in_the_fast_tier(self, args, *rest, **kwargs):
+    raise RuntimeError("a test of the fast tier started a subprocess (%r): mark the test "
+                       "@pytest.mark.slow (or its module: pytestmark = pytest.mark.slow)" % (args,))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("slow") is None:
+        subprocess.Popen.__init__ = _no_subprocess_in_the_fast_tier  # fixtures are set up after this
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    subprocess.Popen.__init__ = _real_popen_init

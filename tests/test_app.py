@@ -7,6 +7,8 @@ import pytest
 
 from helpers import call_log, run_cli
 
+pytestmark = pytest.mark.slow  # the session's trained export (a training run in a subprocess)
+
 ORIGINAL_BODY = {"X": ["Why does my code keep throwing me null pointer exception?",
                        "I wrote a loop that i cannot exit, what am I doing wrong?"]}
 TEXTS = ["how do i fix my django error?", "spring maven jvm", "react node npm", "why does the loop not work",

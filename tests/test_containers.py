@@ -10,6 +10,8 @@ import pytest
 
 from bert_in_a_flask.tools import start_api
 
+pytestmark = pytest.mark.slow  # a stand-in docker command in subprocesses
+
 FAKE_DOCKER = r'''#!%(python)s
 import json, os, sys
 args = sys.argv[1:]

@@ -76,3 +76,16 @@ def test_every_make_command_in_the_readme_is_one_make_knows():
         result = subprocess.run(["make", "-n"] + words[1:], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, universal_newlines=True)
         assert result.returncode == 0, (words, result.stderr[-500:])
+
+
+@pytest.mark.slow  # pytest in a subprocess
+def test_an_unmarked_test_that_starts_a_subprocess_fails_the_fast_tier(tmp_path):
+    import shutil
+    import sys
+    for name in ("conftest.py", "helpers.py"):
+        shutil.copy(os.path.join(ROOT, "tests", name), str(tmp_path / name))
+    (tmp_path / "test_new.py").write_text("import subprocess\n\ndef test_new():\n    subprocess.run(['true'])\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+                             str(tmp_path)], cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            universal_newlines=True)
+    assert result.returncode == 1 and "a test of the fast tier started a subprocess" in result.stdout, result.stdout

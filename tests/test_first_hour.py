@@ -321,6 +321,7 @@ def test_one_log_line_per_request(trained, tmp_path):
     assert len(lines) == 5 and all(json.loads(line)["path"] == "/predict" for line in lines)
 
 
+@pytest.mark.slow  # the session's trained export
 def test_export_names_its_base_model_and_its_own_time(trained, client):
     meta = client.get("/metadata").get_json()
     assert meta["base_model"] == "bert-L2-H32-A2-uncased"
@@ -331,6 +332,7 @@ def test_export_names_its_base_model_and_its_own_time(trained, client):
     assert meta["model"] == "bert-L2-H32-A2-uncased/%d (%s)" % (export_time, meta["backend"])
 
 
+@pytest.mark.slow  # the session's trained export
 def test_training_says_where_it_runs_without_tf_noise(trained):
     log = trained["log"]
     assert re.search(r"devices: CPU \(\d+ cores; no GPU visible to TensorFlow\)", log)
@@ -340,6 +342,7 @@ def test_training_says_where_it_runs_without_tf_noise(trained):
 
 # --- 12, 13: readiness and the micro-batcher -----------------------------------------------
 
+@pytest.mark.slow  # the session's trained export
 def test_ready_is_503_until_the_model_is_loaded_and_predict_waits_for_it(predictor, monkeypatch, tmp_path):
     from bert_in_a_flask.serving import app as app_module
     from bert_in_a_flask.serving import settings
@@ -415,6 +418,7 @@ def test_a_failed_forward_pass_reaches_every_waiting_request_and_the_batcher_goe
     assert batcher.submit([[1, 2, 3, 4]]) == [[4.0]]
 
 
+@pytest.mark.slow  # the session's trained export
 def test_a_dead_batcher_thread_fails_requests_at_once_and_ready_says_so(trained, tmp_path):
     from bert_in_a_flask.serving import settings
     from bert_in_a_flask.serving.app import create_app
@@ -480,6 +484,7 @@ def test_concurrent_callers_still_share_forward_passes():
 
 # --- 15: clocks and the user-error type ----------------------------------------------------
 
+@pytest.mark.slow  # the session's trained export
 def test_a_wall_clock_step_back_breaks_no_deadline_or_latency(client, app, monkeypatch):
     from bert_in_a_flask.serving.batcher import MicroBatcher
     from helpers import call_log
@@ -498,6 +503,7 @@ def test_a_wall_clock_step_back_breaks_no_deadline_or_latency(client, app, monke
     assert call_log(app)[-1]["latency_ms"] >= 0
 
 
+@pytest.mark.slow  # the session's trained export
 def test_a_user_error_raised_while_answering_is_a_4xx_json(predictor, tmp_path):
     from bert_in_a_flask.serving import settings
     from bert_in_a_flask.serving.app import create_app

@@ -6,6 +6,8 @@ import pytest
 
 from bert_in_a_flask.serving.api import ROUTES
 
+pytestmark = pytest.mark.slow  # the session's trained export (a training run in a subprocess)
+
 J = "application/json"
 VALID = {"X": ["spring maven jvm"]}
 CASES = [

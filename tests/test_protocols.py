@@ -81,6 +81,7 @@ def test_protocol_calls_are_logged_and_counted_by_route(fake, tmp_path):
     assert 'endpoint="/v1/models/<model_name:name>:predict"' in fake.get("/metrics").get_data(as_text=True)
 
 
+@pytest.mark.slow  # the session's trained export
 def test_the_three_protocols_give_the_labels_predict_gives(client):
     texts = ["how do i fix my django error?", "spring maven jvm", "react node npm", "", "pourquoi mon café 🐍"]
     expected = client.post("/predict", json={"X": texts}).get_json()["predictions"]

@@ -13,6 +13,8 @@ import schemathesis  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 
+pytestmark = pytest.mark.slow  # the session's trained export (a training run in a subprocess)
+
 @pytest.fixture
 def api_schema(app):
     return schemathesis.openapi.from_wsgi("/openapi.json", app)

@@ -3,12 +3,14 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
 from helpers import make_rows
 
 TEXTS = [text for text, _ in make_rows(60, seed=11)] + ["react " * 200, "", "spring"]
 
 
+@pytest.mark.slow  # the session's trained export
 def test_order_and_batch_size_change_no_probability(predictor):
     reference = np.stack([predictor.predict_proba([t])[0] for t in TEXTS])  # one text per pass
     shuffled = list(range(len(TEXTS)))
@@ -17,6 +19,7 @@ def test_order_and_batch_size_change_no_probability(predictor):
     np.testing.assert_allclose(together, reference[shuffled], atol=1e-5)
 
 
+@pytest.mark.slow  # the session's trained export
 def test_padding_to_max_length_changes_no_probability(predictor):
     """The original padded every text to max_seq_length; we pad each batch to its longest."""
     ids = predictor.preprocess(TEXTS)
@@ -25,6 +28,7 @@ def test_padding_to_max_length_changes_no_probability(predictor):
     np.testing.assert_allclose(predictor.forward_sorted(ids), padded, atol=1e-5)
 
 
+@pytest.mark.slow  # the session's trained export
 def test_micro_batching_changes_no_answer_under_concurrency(trained):
     from bert_in_a_flask.serving.predictor import Predictor, QueuePolicy
     plain = Predictor(trained["export_dir"], max_batch_size=8)

@@ -76,6 +76,7 @@ def test_missing_base_model_names_the_file(tmp_path, capsys, tiny_csv, out_args)
     assert "base model file not found: %s" % os.path.join(str(tmp_path / "none"), "bert_config.json") in err
 
 
+@pytest.mark.slow  # a real process
 def test_cli_error_is_one_line_without_traceback(tmp_path, tiny_bert_dir):
     """Through a real process: what a user sees on the terminal."""
     result = run_cli("train.py", ["--data-file", str(tmp_path / "missing.csv"), "--bert-dir", tiny_bert_dir,
