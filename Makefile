@@ -45,7 +45,7 @@ tensorboard_port ?= 6006
 logdir ?= models
 LOG_DIR ?= models/logs
 
-.PHONY: help venv assets test test-fast api_venv docs bench soak chaos lint build_dev build_api download_base_bert download_data demo train train_cluster \
+.PHONY: help venv assets test test-fast api_venv docs bench soak chaos lint serve clean build_dev build_api download_base_bert download_data demo train train_cluster \
 	tensorboard start_api stop_api curl_example onnx clean_venv
 
 help:
@@ -62,13 +62,15 @@ help:
 	@echo "  make tensorboard [logdir=$(logdir)] [tensorboard_port=$(tensorboard_port)]   TensorBoard on every run under logdir"
 	@echo "  make start_api [api_port=$(api_port)] [model_dir=newest under models/]   gunicorn + Flask in the background"
 	@echo "  make stop_api [api_port=$(api_port)]      stop it"
+	@echo "  make serve [api_port=...] [model_dir=...]  the API in the foreground (for a container or a debugger)"
 	@echo "  make curl_example [api_port=$(api_port)]  print the curl command that asks the API"
 	@echo "  make onnx [model_dir=...]               convert an export to ONNX, verified (training does it already)"
 	@echo "  make bench [args=...]                   speed figures (training, /predict, micro-batching, memory; args='--only training|serving')"
 	@echo "  make soak [model_dir=...] [args=...]    16 clients x 2,000 requests on loopback"
 	@echo "  make chaos [model_dir=...] [args=...]   overload + killed workers + bad exports, 2 workers, 60 s"
 	@echo "  make docs                               the README's settings table, from serving/settings.py"
-	@echo "  make lint PYTHON=python3.11             hadolint the Dockerfiles"
+	@echo "  make lint PYTHON=python3.11             hadolint, ruff, and python3.7's syntax check"
+	@echo "  make clean                              build/, caches (never venvs, data or models)"
 	@echo "  make build_dev [runtime=tf1|tf2]         the training image ($(DEV_IMAGE))"
 	@echo "  make build_api [model_dir=...]          the API image ($(API_IMAGE)) with the newest export, or model_dir's"
 	@echo "  make api_venv [API_PYTHON=$(API_PYTHON)]    the serving environment ($(API_VENV), requirements_api.txt)"
@@ -177,9 +179,24 @@ build_api: api_venv
 		--build-arg BUILD_DATE=$$(date -u +%Y-%m-%dT%H:%M:%SZ) --build-arg GIT_SHA=$$(git rev-parse HEAD) \
 		-t $(API_IMAGE) .
 
+# hadolint on the Dockerfiles, ruff on the Python (rules in pyproject.toml), and the code compiled by
+# the default runtime's Python 3.7 too, so nothing newer than its syntax slips in.
 lint: assets
-	@[ -x $(VENV)/bin/hadolint ] || { echo "error: hadolint is installed in the Python 3.8+ venv: make lint PYTHON=python3.11" >&2; exit 2; }
+	@[ -x $(VENV)/bin/hadolint ] || { echo "error: hadolint and ruff are installed in the Python 3.8+ venv: make lint PYTHON=python3.11" >&2; exit 2; }
 	$(VENV)/bin/hadolint Dockerfile_dev Dockerfile_api
+	$(VENV)/bin/ruff check src tests gunicorn.conf.py
+	@py37=$(call find_python,python3.7); if [ -n "$$py37" ]; then $$py37 -m compileall -q src tests gunicorn.conf.py >/dev/null \
+		&& echo "python3.7 compiles src, tests, gunicorn.conf.py"; else echo "notice: no python3.7 here; its syntax check is skipped"; fi
+
+# The API in the foreground (a container's command, or under a debugger): gunicorn with gunicorn.conf.py.
+serve: api_venv
+	HOST=$(api_host) PORT=$(api_port) $(if $(model_dir),MODEL_DIR=$(model_dir)) \
+		$(API_VPY) -m gunicorn -c gunicorn.conf.py "bert_in_a_flask.serving.app:serve()"
+
+# What builds and runs leave in the checkout (never the venvs, data or models: see clean_venv).
+clean:
+	rm -rf build .pytest_cache src/*.egg-info
+	find src tests -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Convert an export to ONNX (model.onnx beside it, verified against the SavedModel); exports of
 # `make train` are converted already.

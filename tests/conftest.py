@@ -2,6 +2,7 @@
 trained and exported from them (the helpers that build them are in helpers.py)."""
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -55,21 +56,25 @@ def client(app):
 
 
 # The tiers are chosen by the `slow` marker alone (`make test-fast` is pytest -m "not slow"). A test
-# is slow when it starts a subprocess, a server, a container or a training run, or uses a fixture
-# that does: left unmarked, it fails at once (below), so a new slow fixture cannot land in the fast
-# tier unnoticed.
+# is slow when it starts a process of ours (a CLI, a training run, a server), make or a container,
+# or uses a fixture that does: left unmarked, it fails at once (below), so a new slow fixture cannot
+# land in the fast tier unnoticed. Libraries' own small calls (Python 3.7's platform runs uname) pass.
 _real_popen_init = subprocess.Popen.__init__
+SLOW_PROGRAMS = re.compile(r"(^|/)(python[0-9.]*|gunicorn|make|docker|podman|chromium|chromedriver)$")
 
 
-def _no_subprocess_in_the_fast_tier(self, args, *rest, **kwargs):
-    raise RuntimeError("a test of the fast tier started a subprocess (%r): mark the test "
-                       "@pytest.mark.slow (or its module: pytestmark = pytest.mark.slow)" % (args,))
+def _no_slow_process_in_the_fast_tier(self, args, *rest, **kwargs):
+    program = (args.split() if isinstance(args, str) else [str(arg) for arg in args] or [""])[0]
+    if SLOW_PROGRAMS.search(program):
+        raise RuntimeError("a test of the fast tier started %r: mark the test @pytest.mark.slow (or its "
+                           "module: pytestmark = pytest.mark.slow)" % (args,))
+    _real_popen_init(self, args, *rest, **kwargs)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     if item.get_closest_marker("slow") is None:
-        subprocess.Popen.__init__ = _no_subprocess_in_the_fast_tier  # fixtures are set up after this
+        subprocess.Popen.__init__ = _no_slow_process_in_the_fast_tier  # fixtures are set up after this
 
 
 @pytest.hookimpl(trylast=True)

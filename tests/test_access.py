@@ -51,7 +51,8 @@ def test_api_keys_guard_every_route_but_health(tmp_path):
     client = client_with(tmp_path, API_KEYS="s3cret-one, s3cret-two")
     response = client.post("/predict", json={"X": ["a"]})
     assert response.status_code == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
-    assert set(response.get_json()) == {"error", "request_id"} and "Authorization: Bearer" in response.get_json()["error"]
+    assert set(response.get_json()) == {"error", "request_id"} \
+        and "Authorization: Bearer" in response.get_json()["error"]
     wrong = client.post("/predict", json={"X": ["a"]}, headers={"Authorization": "Bearer s3cret-on"})
     assert wrong.status_code == 401 and wrong.get_json()["error"] == "the API key is not valid"
     assert client.post("/predict", json={"X": ["a"]}, headers={"Authorization": "Basic s3cret-one"}).status_code == 401
@@ -70,7 +71,8 @@ def test_api_keys_from_a_file(tmp_path):
     keys.write_text("# team keys\nfile-key-1\n\nfile-key-2\n")
     client = client_with(tmp_path, API_KEYS_FILE=str(keys))
     assert client.post("/predict", json={"X": ["a"]}, headers={"Authorization": "Bearer file-key-2"}).status_code == 200
-    assert client.post("/predict", json={"X": ["a"]}, headers={"Authorization": "Bearer # team keys"}).status_code == 401
+    assert client.post("/predict", json={"X": ["a"]},
+                       headers={"Authorization": "Bearer # team keys"}).status_code == 401
     with pytest.raises(UserError, match="API_KEYS_FILE .*missing.txt does not exist"):
         client_with(tmp_path, API_KEYS_FILE=str(tmp_path / "missing.txt"))
     (tmp_path / "empty.txt").write_text("# nobody\n")
@@ -91,7 +93,8 @@ def test_cors_answers_preflights_and_marks_answers_for_allowed_origins(tmp_path)
                                                                   "Authorization": "Bearer k"})
     assert answer.status_code == 200 and answer.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert "Origin" in answer.headers["Vary"]
-    other = client.options("/predict", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    other = client.options("/predict", headers={"Origin": "https://evil.example",
+                                                "Access-Control-Request-Method": "POST"})
     assert other.status_code == 403 and "Access-Control-Allow-Origin" not in other.headers
     stranger = client.get("/health_check", headers={"Origin": "https://evil.example"})
     assert stranger.status_code == 200 and "Access-Control-Allow-Origin" not in stranger.headers

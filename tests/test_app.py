@@ -69,7 +69,8 @@ BAD_REQUESTS = [
     ("non-string item", dict(data='{"X": ["ok", 3]}', content_type="application/json"), 400, '"X"[1]'),
     ("empty list", dict(data='{"X": []}', content_type="application/json"), 400, "empty"),
     ("too many texts", dict(data=json.dumps({"X": ["a"] * 257}), content_type="application/json"), 413, "at most 256"),
-    ("body too large", dict(data=json.dumps({"X": ["a" * 70000]}), content_type="application/json"), 413, "over 65536 bytes"),
+    ("body too large", dict(data=json.dumps({"X": ["a" * 70000]}), content_type="application/json"), 413,
+     "over 65536 bytes"),
     ("wrong content type", dict(data='{"X": ["a"]}', content_type="text/plain"), 415, "application/json"),
 ]
 

@@ -67,7 +67,8 @@ def test_a_container_that_dies_while_starting_is_reported_and_removed(docker, tm
     port = free_port()
     assert run(port, tmp_path) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: the API container bert-api-%d exited: model folder not found: /models (set MODEL_DIR)" % port]
+    assert err == ["error: the API container bert-api-%d exited: model folder not found: /models (set MODEL_DIR)"
+                   % port]
     assert ["rm", "-f", "bert-api-%d" % port] in docker()
 
 

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.slow  # training runs, servers or subprocesses
 
 def train(tiny_bert_dir, tiny_csv, out, *extra):
     result = run_cli("train.py", ["--data-file", tiny_csv, "--bert-dir", tiny_bert_dir, "--output-dir", str(out),
-                                  "--cache-dir", str(out / "cache"), "--skip-report", "--skip-onnx"] + TRAIN_ARGS + list(extra))
+                                  "--cache-dir", str(out / "cache"), "--skip-report", "--skip-onnx"]
+                     + TRAIN_ARGS + list(extra))
     assert result.returncode == 0, result.stderr[-3000:]
     losses = [float(x) for x in re.findall(r"eval_loss = ([0-9.]+)", result.stderr)]
     with open(os.path.join(str(out), "checkpoints", "best_export.json")) as handle:

@@ -153,16 +153,20 @@ CLI_MODULES = {"train.py": "bert_in_a_flask.training.cli", "predict.py": "bert_i
                "download_data": "bert_in_a_flask.tools.download_data", "loadtest": "bert_in_a_flask.tools.loadtest",
                "bench": "bert_in_a_flask.tools.bench", "start_api": "bert_in_a_flask.tools.start_api"}
 NUMERIC_FLAGS = {
-    "bert_in_a_flask.training.cli": ["--batch-size", "--eval-batch-size", "--learning-rate", "--num-train-epochs", "--eval-every-steps",
+    "bert_in_a_flask.training.cli": ["--batch-size", "--eval-batch-size", "--learning-rate",
+                 "--num-train-epochs", "--eval-every-steps",
                  "--save-summary-steps", "--log-every-steps", "--keep-checkpoint-max", "--max-seq-length"],
     "bert_in_a_flask.serving.predict_cli": ["--chunk-size", "--max-batch-size"],
     "bert_in_a_flask.tools.loadtest": ["--clients", "--requests"],
-    "bert_in_a_flask.tools.bench": ["--turns", "--turn-seconds", "--train-steps", "--requests", "--clients", "--per-client", "--rss-requests"],
+    "bert_in_a_flask.tools.bench": ["--turns", "--turn-seconds", "--train-steps", "--requests", "--clients",
+                                    "--per-client", "--rss-requests"],
     "bert_in_a_flask.tools.start_api": ["--port", "--timeout"],
 }
-NON_NEGATIVE_FLAGS = {"bert_in_a_flask.training.cli": ["--max-steps", "--seed", "--early-stopping-evals", "--intra-op-threads",
+NON_NEGATIVE_FLAGS = {"bert_in_a_flask.training.cli": ["--max-steps", "--seed", "--early-stopping-evals",
+                                   "--intra-op-threads",
                                    "--inter-op-threads"]}
-REQUIRED = {"bert_in_a_flask.serving.predict_cli": ["--input", "x.csv", "--output", "y.csv"], "bert_in_a_flask.tools.start_api": ["--port", "5000"]}
+REQUIRED = {"bert_in_a_flask.serving.predict_cli": ["--input", "x.csv", "--output", "y.csv"],
+            "bert_in_a_flask.tools.start_api": ["--port", "5000"]}
 
 
 def parse(script, argv):
@@ -179,8 +183,10 @@ def bad_values():
         cases += [(script, flag, value) for flag in flags for value in ("0", "-3")]
     for script, flags in NON_NEGATIVE_FLAGS.items():
         cases += [(script, flag, "-1") for flag in flags]
-    cases += [("bert_in_a_flask.training.cli", "--learning-rate", "nan"), ("bert_in_a_flask.training.cli", "--warmup-proportion", "1.5"),
-              ("bert_in_a_flask.training.cli", "--batch-size", "eight"), ("bert_in_a_flask.training.cli", "--devices", "/cpu"),
+    cases += [("bert_in_a_flask.training.cli", "--learning-rate", "nan"),
+              ("bert_in_a_flask.training.cli", "--warmup-proportion", "1.5"),
+              ("bert_in_a_flask.training.cli", "--batch-size", "eight"),
+              ("bert_in_a_flask.training.cli", "--devices", "/cpu"),
               ("bert_in_a_flask.training.cli", "--devices", "gpu0")]
     return cases
 
@@ -542,7 +548,8 @@ def test_converter_never_deletes_a_model_it_did_not_write(tmp_path):
     google.mkdir()
     for name in ("bert_config.json", "vocab.txt", "bert_model.ckpt.index"):
         (google / name).write_text("google's " + name)
-    result = run_cli("bert_in_a_flask.tools.convert_minilm", ["--output", str(google), "--wheel-dir", str(tmp_path / "no-wheels")])
+    result = run_cli("bert_in_a_flask.tools.convert_minilm",
+                     ["--output", str(google), "--wheel-dir", str(tmp_path / "no-wheels")])
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "%s already holds a model this converter did not write" % google in result.stderr
     assert sorted(os.listdir(str(google))) == ["bert_config.json", "bert_model.ckpt.index", "vocab.txt"]

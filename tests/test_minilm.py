@@ -134,7 +134,8 @@ def test_minilm_fine_tunes_end_to_end(minilm_dir, tmp_path):
     assert config["base_model"] == "all-MiniLM-L6-v2"  # what /metadata names, not a folder
     # Every LayerNorm (embeddings + 2 per layer), GELU and attention block (one per layer) runs as one kernel,
     # and the fused file still gives the SavedModel's probabilities.
-    assert config["onnx"]["fused"] == {"LayerNormalization": 13, "BiasGelu": 6, "Gelu": 0, "Attention": 6}, config["onnx"]
+    assert config["onnx"]["fused"] == {"LayerNormalization": 13, "BiasGelu": 6, "Gelu": 0,
+                                       "Attention": 6}, config["onnx"]
     assert config["onnx"]["verified"] and config["onnx"]["max_abs_diff"] <= 1e-4
 
 
@@ -144,7 +145,8 @@ def test_converting_again_replaces_only_its_own_output(minilm_dir, tmp_path):
     mine = str(tmp_path / "mine")
     shutil.copytree(minilm_dir, mine)
     before = os.path.getmtime(os.path.join(mine, "bert_model.ckpt.index"))
-    result = run_cli("bert_in_a_flask.tools.convert_minilm", ["--output", mine, "--wheel-dir", os.path.dirname(wheels.require(wheels.MINILM))])
+    result = run_cli("bert_in_a_flask.tools.convert_minilm",
+                     ["--output", mine, "--wheel-dir", os.path.dirname(wheels.require(wheels.MINILM))])
     assert result.returncode == 0, result.stderr[-2000:]
     assert os.path.getmtime(os.path.join(mine, "bert_model.ckpt.index")) > before
     assert sorted(os.listdir(str(tmp_path))) == ["mine"]  # no temp or old folder left behind

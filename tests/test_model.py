@@ -134,7 +134,8 @@ def clipped_gradient_of_a_table(lookup):
     """The clipped gradient of a 4 x 2 embedding table, for a loss over rows 1, 1 and 3, as an array."""
     from bert_in_a_flask.training.optimization import clip_as_on_one_device
     with tf.Graph().as_default():
-        table = tf.get_variable("word_embeddings", initializer=tf.constant([[1.0, 2.0], [0.5, -1.0], [3.0, 0.0], [-2.0, 1.0]]))
+        table = tf.get_variable("word_embeddings",
+                                initializer=tf.constant([[1.0, 2.0], [0.5, -1.0], [3.0, 0.0], [-2.0, 1.0]]))
         rows = lookup(table, tf.constant([1, 1, 3]))
         loss = tf.reduce_sum(rows * tf.constant([[3.0, -4.0], [1.0, 2.0], [-5.0, 0.5]]))  # norm far above 1
         gradient, = clip_as_on_one_device(tf.gradients(loss, [table]))

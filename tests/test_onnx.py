@@ -102,7 +102,8 @@ def test_a_failed_conversion_keeps_the_savedmodel_and_serves_tf(export_copy, mon
     monkeypatch.setattr(onnx_export, "tf2onnx_command", lambda export_dir, output: failing)
     with caplog.at_level(logging.WARNING):
         assert onnx_export.convert(export_copy) is None
-    assert "conversion of %s failed (Unsupported ops: MagicOp); the SavedModel is unchanged" % export_copy in caplog.text
+    assert "conversion of %s failed (Unsupported ops: MagicOp); the SavedModel is unchanged" % export_copy \
+        in caplog.text
     assert sorted(os.listdir(export_copy)) == before and onnx_record(export_copy) == {}
     assert Predictor(export_copy).backend_name == "tf"
 
@@ -155,7 +156,8 @@ def labelled_csv(path, n=120, seed=7):
 
 def test_int8_copy_is_judged_on_labelled_texts_and_served_only_when_asked(export_copy, tmp_path):
     result = run_cli("bert_in_a_flask.training.onnx_export",
-                     ["--model-dir", export_copy, "--quantize", "int8", "--texts-file", labelled_csv(tmp_path / "val.csv")])
+                     ["--model-dir", export_copy, "--quantize", "int8",
+                      "--texts-file", labelled_csv(tmp_path / "val.csv")])
     assert result.returncode == 0, result.stderr[-2000:]
     int8 = onnx_record(export_copy)["int8"]
     assert int8["accepted"] is True and int8["n_texts"] == 120 and int8["max_drop_points"] == 0.5
@@ -173,7 +175,8 @@ def test_quantize_int8_refuses_with_one_line(export_copy, tmp_path):
     from bert_in_a_flask.training import onnx_export
     with pytest.raises(UserError, match="QUANTIZE=int8, but the export has no int8 copy"):
         Predictor(export_copy, quantize="int8")
-    record = dict(onnx_record(export_copy), int8={"accepted": False, "accuracy_drop_points": 1.25, "max_drop_points": 0.5})
+    record = dict(onnx_record(export_copy),
+                  int8={"accepted": False, "accuracy_drop_points": 1.25, "max_drop_points": 0.5})
     onnx_export.write_record(export_copy, record)
     with pytest.raises(UserError, match="QUANTIZE=int8, but its int8 copy lost 1.25 validation accuracy points"):
         Predictor(export_copy, quantize="int8")
@@ -196,7 +199,8 @@ def test_an_int8_copy_that_loses_accuracy_is_not_kept(export_copy, tmp_path, mon
 
 def test_quantize_flags_are_checked_first(tmp_path):
     result = run_cli("bert_in_a_flask.training.onnx_export", ["--model-dir", str(tmp_path), "--quantize", "int8"])
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: --quantize int8 needs --texts-file")
+    assert result.returncode == 2 \
+        and result.stderr.strip().splitlines()[-1].startswith("error: --quantize int8 needs --texts-file")
     result = run_cli("train.py", ["--quantize", "int8", "--skip-onnx", "--output-dir", str(tmp_path / "out")])
     assert result.returncode == 2 and "--skip-onnx" in result.stderr.strip().splitlines()[-1]
     assert not os.path.exists(str(tmp_path / "out"))

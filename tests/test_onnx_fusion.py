@@ -40,7 +40,8 @@ class Builder(object):
         return name
 
     def mean(self, x, spelling):
-        return self.op("GlobalAveragePool", x) if spelling == "pool" else self.op("ReduceMean", x, axes=[-1], keepdims=1)
+        return (self.op("GlobalAveragePool", x) if spelling == "pool"
+                else self.op("ReduceMean", x, axes=[-1], keepdims=1))
 
     def layer_norm(self, x, spelling="pool"):
         """tf.contrib.layers.layer_norm: moments + batch_normalization, as tf2onnx converts them."""

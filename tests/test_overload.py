@@ -264,3 +264,18 @@ def test_api_keys_still_let_the_right_key_in_and_no_other(tmp_path):
                           ("", 401)):
         response = client.post("/predict", json={"X": ["jvm"]}, headers={"Authorization": "Bearer " + token})
         assert response.status_code == status, token
+
+
+def test_the_docs_page_is_served_open_and_can_be_turned_off(tmp_path):
+    from bert_in_a_flask.serving import settings
+    from bert_in_a_flask.serving.app import create_app
+    from helpers import FakePredictor
+    keyed = create_app(settings.from_env({}, LOG_FILE=str(tmp_path / "c.log"), API_KEYS="secret"),
+                       predictor=FakePredictor()).test_client()
+    page = keyed.get("/docs")
+    assert page.status_code == 200 and b"/openapi.json" in page.data and b"swagger-ui-bundle.js" in page.data
+    assert keyed.get("/docs/assets/swagger-ui-bundle.js").status_code == 200  # no key needed to load the page
+    assert keyed.post("/predict", json={"X": ["jvm"]}).status_code == 401  # its calls still need one
+    off = create_app(settings.from_env({}, LOG_FILE=str(tmp_path / "c.log"), DOCS_PAGE=False),
+                     predictor=FakePredictor()).test_client()
+    assert off.get("/docs").status_code == 404

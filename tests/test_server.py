@@ -59,7 +59,8 @@ def test_killed_worker_is_replaced_and_the_others_keep_serving(trained, tmp_path
             if len(pids) == 2 and victim not in pids:
                 break
             time.sleep(0.2)
-        assert len(server.worker_pids()) == 2 and victim not in server.worker_pids() and survivor in server.worker_pids()
+        assert len(server.worker_pids()) == 2 and victim not in server.worker_pids() \
+            and survivor in server.worker_pids()
         assert server.wait_ready(timeout=30)
         latencies, failures, _ = run_clients(server.url, lambda i: [TEXTS[i % 3]], 4, 10)
         assert failures == [] and len(latencies) == 40

@@ -44,7 +44,8 @@ def test_export_loads_in_a_fresh_process_and_predicts(trained, tmp_path):
         "p = Predictor(sys.argv[1])\n"
         "out = p.predict(['how do i fix my django error?', 'spring maven jvm', 'react node npm'])\n"
         "print(json.dumps(out))\n")
-    import subprocess, sys
+    import subprocess
+    import sys
     result = subprocess.run([sys.executable, str(script), trained["export_dir"]], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, universal_newlines=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -16,7 +16,8 @@ def run_train(capsys, *args):
 
 @pytest.fixture
 def out_args(tmp_path):
-    return ["--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--skip-report", "--skip-onnx"]
+    return ["--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+            "--skip-report", "--skip-onnx"]
 
 
 def bad_data_cases(tmp_path):

@@ -18,7 +18,9 @@ from flask import current_app, request
 
 from ..shared.errors import UserError
 
-OPEN_PATHS = ("/health_check", "/ready", "/openapi.json", "/v2/health/live", "/v2/health/ready")  # probes, the API's description
+# Probes, and the API's description with its page (a browser cannot send a key to load a page).
+OPEN_PATHS = ("/health_check", "/ready", "/openapi.json", "/v2/health/live", "/v2/health/ready", "/docs")
+OPEN_PREFIXES = ("/docs/assets/",)
 CORS_ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-ID"
 CORS_MAX_AGE_S = 600
 
@@ -61,7 +63,7 @@ class ApiKeys(object):
         return matched
 
     def check(self):
-        if request.method == "OPTIONS" or request.path in OPEN_PATHS:
+        if request.method == "OPTIONS" or request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
             return None
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

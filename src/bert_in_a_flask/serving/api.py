@@ -86,7 +86,8 @@ def metadata():
     predictor = g.predictor = leased_predictor()
     config = predictor.config
     return jsonify({
-        "model": model_name(predictor), "export_dir": predictor.export_dir, "version": os.path.basename(predictor.export_dir),
+        "model": model_name(predictor), "export_dir": predictor.export_dir,
+        "version": os.path.basename(predictor.export_dir),
         "labels": predictor.labels,
         "hot_reload": {"poll_s": settings["MODEL_POLL_S"], "pinned_version": settings["MODEL_VERSION"] or None},
         "max_seq_length": config.max_seq_length, "do_lower_case": config.do_lower_case,
@@ -97,7 +98,8 @@ def metadata():
         "micro_batching": settings["MICRO_BATCHING"],
         "limits": {"max_texts": settings["MAX_TEXTS"], "max_batch_size": settings["MAX_BATCH_SIZE"],
                    "max_content_length": settings["MAX_CONTENT_LENGTH"],
-                   "max_pending_texts": settings["MAX_PENDING_TEXTS"], "predict_timeout_s": settings["PREDICT_TIMEOUT_S"]},
+                   "max_pending_texts": settings["MAX_PENDING_TEXTS"],
+                   "predict_timeout_s": settings["PREDICT_TIMEOUT_S"]},
     })
 
 

@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..shared.errors import ClientGone, ServiceUnavailable, UserError
-from . import settings as settings_module
+from . import docs_page, settings as settings_module
 from .settings import STATE_DIR_ENV
 from .access import ApiKeys, Cors
 from .api import api, model_name
@@ -57,6 +57,7 @@ def create_app(settings=None, predictor=None, load_in_background=False, on_load_
     register_error_handlers(app)
     app.register_blueprint(api)
     app.register_blueprint(protocols)
+    docs_page.init_app(app)
     if predictor is not None:
         app.extensions["model"].publish(warmed(predictor))
     elif load_in_background:

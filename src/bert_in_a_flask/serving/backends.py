@@ -51,7 +51,8 @@ class TFBackend(object):
             try:
                 meta = tf.saved_model.loader.load(self._session, ["serve"], export_dir)
             except Exception as exc:  # TF raises many types for a corrupt SavedModel
-                hint = "" if has_text_ops else " (its serve_text signature needs tensorflow-text: see requirements_api.txt)"
+                hint = ("" if has_text_ops
+                        else " (its serve_text signature needs tensorflow-text: see requirements_api.txt)")
                 raise UserError("cannot load SavedModel %s: %s%s" % (export_dir, str(exc).splitlines()[0], hint))
         signature = meta.signature_def.get("serving_default")
         if signature is None or SIGNATURE_OUTPUT not in signature.outputs:

@@ -9,7 +9,9 @@ def _json(schema, description):
 
 def _errors(*codes):
     words = {503: "Model still loading, or no forward pass within PREDICT_TIMEOUT_S",
-             429: "This worker's queue is full (MAX_PENDING_TEXTS): retry after Retry-After seconds", 400: "Malformed request", 401: "Missing or invalid API key (when API_KEYS is set)", 404: "Unknown path", 405: "Method not allowed",
+             429: "This worker's queue is full (MAX_PENDING_TEXTS): retry after Retry-After seconds",
+             400: "Malformed request", 401: "Missing or invalid API key (when API_KEYS is set)", 404: "Unknown path",
+             405: "Method not allowed",
              413: "Too many texts or body too large", 415: "Body is not JSON", 500: "Server fault"}
     return {str(code): _json(_ERROR, words[code]) for code in codes}
 

@@ -80,7 +80,8 @@ def classify_file(predictor, args, sep, path):
             open(path, "w", newline="", encoding="utf-8") as sink:
         reader = csv.DictReader(source, delimiter=sep)
         writer = csv.writer(sink, delimiter=sep)
-        writer.writerow([args.text_column, "prediction", "prediction_prob"] + ["prob:" + l for l in predictor.labels])
+        writer.writerow([args.text_column, "prediction", "prediction_prob"]
+                        + ["prob:" + label for label in predictor.labels])
         progress = tqdm(unit=" texts", disable=args.no_progress, file=sys.stderr)
         for chunk in chunks(reader, args.chunk_size):
             texts = [row[args.text_column] or "" for row in chunk]

@@ -1,7 +1,8 @@
 """The serving world's request shapes beside our /predict, on whichever backend serves:
 
     TensorFlow Serving REST (https://www.tensorflow.org/tfx/serving/api_rest)
-        POST /v1/models/<model_name:name>:predict      {"instances": [texts]}  -> {"predictions": [{label, score, probabilities}]}
+        POST /v1/models/<model_name:name>:predict
+                                            {"instances": [texts]}  -> {"predictions": [{label, score, probabilities}]}
                                             {"inputs": [texts]}     -> {"outputs": {label: [..], score: [..],
                                                                                     probabilities: [[..]]}}
         POST /v1/models/<name>/versions/<version>:predict   the same, for the version served

@@ -28,6 +28,7 @@ SETTINGS = (
     ("API_KEYS", "", "comma-separated keys: then every route but the health routes needs one"),
     ("API_KEYS_FILE", "", "or a file of keys, one per line"),
     ("CORS_ORIGINS", "", "comma-separated origins (or *) browsers may call from"),
+    ("DOCS_PAGE", True, "serve the OpenAPI description as a page at /docs (Swagger UI)"),
     ("TRUSTED_PROXIES", 0, "proxy hops whose X-Forwarded-For is believed (0: the peer's address is logged)"),
     ("HOST", "0.0.0.0", "the address gunicorn binds (`make start_api` passes api_host, 127.0.0.1)"),
     ("PORT", 5000, "the port gunicorn binds (`make start_api` passes api_port)"),
@@ -74,7 +75,8 @@ def _convert(name, default, raw):
             value = -1
         minimum = 1 if name in MUST_BE_POSITIVE else 0
         if value < minimum:
-            raise UserError("%s must be %s, not %r" % (name, "a positive integer" if minimum else "an integer >= 0", raw))
+            raise UserError("%s must be %s, not %r"
+                            % (name, "a positive integer" if minimum else "an integer >= 0", raw))
         return value
     return raw
 

@@ -276,7 +276,8 @@ def run(args):
                        % (args.restarts, stamp, good_version), "; ".join(problems) or "all held", not problems))
         rss_end = max(rss for rss, _ in server.worker_rss_mib().values())
         growth = 100.0 * (rss_end - rss_start) / rss_start
-        checks.append(("worker RSS within 10 % of its start", "%.0f -> %.0f MiB (%+.1f %%)" % (rss_start, rss_end, growth),
+        checks.append(("worker RSS within 10 % of its start",
+                       "%.0f -> %.0f MiB (%+.1f %%)" % (rss_start, rss_end, growth),
                        abs(growth) <= 10))
     finally:
         code = server.stop()
@@ -308,7 +309,8 @@ def judge(rows, events, sent, wall, capacity, unloaded, after_s, totals, good_at
                          and any(at <= kill <= at + seconds + KILL_WINDOW_S for kill in kills)]
     for at, status in errors:
         if (at, status) not in in_flight_at_kill:
-            print("  unexcused: sent at t=%.3f s, %s (kills at %s)" % (at, status, ", ".join("%.3f" % k for k in kills)))
+            print("  unexcused: sent at t=%.3f s, %s (kills at %s)"
+                  % (at, status, ", ".join("%.3f" % k for k in kills)))
     others = {s: c for s, c in statuses.items() if isinstance(s, int) and s not in (200,) + SHED_STATUSES}
     shed = [seconds for _, status, seconds, _ in rows if status == 429]
     accepted = [seconds for _, status, seconds, _ in rows if status == 200]
@@ -331,7 +333,8 @@ def judge(rows, events, sent, wall, capacity, unloaded, after_s, totals, good_at
          len(errors) == len(in_flight_at_kill)),
         ("429 answers' p99 <= 100 ms", "%.1f ms" % (1000 * percentile(shed, 99)) if shed else "none",
          bool(shed) and percentile(shed, 99) <= 0.1),
-        ("accepted p50 <= 3x unloaded p50", "%.1f ms vs 3 x %.1f ms" % (1000 * percentile(accepted, 50), 1000 * unloaded),
+        ("accepted p50 <= 3x unloaded p50",
+         "%.1f ms vs 3 x %.1f ms" % (1000 * percentile(accepted, 50), 1000 * unloaded),
          bool(accepted) and percentile(accepted, 50) <= 3 * unloaded),
         ("after the load, 200 within 1 s", "%.2f s" % after_s, after_s <= 1.0),
         ("/metrics counted every /predict answer, never decreasing",

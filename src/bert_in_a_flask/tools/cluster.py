@@ -42,7 +42,8 @@ def cluster_spec(workers, ps=0):
 
 
 def tasks(spec):
-    return [(role, index) for role in ("ps", "chief", "worker", "evaluator") for index in range(len(spec.get(role, [])))]
+    return [(role, index) for role in ("ps", "chief", "worker", "evaluator")
+            for index in range(len(spec.get(role, [])))]
 
 
 def launch(spec, role, index, train_args, log_path, env=None):

@@ -22,7 +22,8 @@ from . import REPO_ROOT
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--model-dir", default="", help="an export, or a folder of them (default: newest under models/)")
+    parser.add_argument("--model-dir", default="",
+                        help="an export, or a folder of them (default: newest under models/)")
     parser.add_argument("--to", required=True, help="the staging folder inside the build context (emptied first)")
     return parser.parse_args(argv)
 

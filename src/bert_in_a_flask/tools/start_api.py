@@ -32,7 +32,8 @@ def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=positive_int, required=True, help="port to serve on")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind, or to publish the container on")
-    parser.add_argument("--model-dir", default="", help="an export, or a folder of them (default: newest under models/)")
+    parser.add_argument("--model-dir", default="",
+                        help="an export, or a folder of them (default: newest under models/)")
     parser.add_argument("--log-dir", default="models/logs", help="api-<port>.log and gunicorn-<port>.pid go here")
     parser.add_argument("--timeout", type=positive_int, default=180, help="seconds to wait for /ready")
     parser.add_argument("--docker-image", default="", help="run this API image in a container instead")
@@ -145,7 +146,8 @@ def start(args):
             [sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"), "--pid", pidfile,
              APP_ENTRY_POINT], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)  # survives the shell that started it
-    if poll_ready(local_url(args.host, args.port), args.timeout, gave_up=lambda: server.poll() is not None, interval=0.3):
+    if poll_ready(local_url(args.host, args.port), args.timeout, gave_up=lambda: server.poll() is not None,
+                  interval=0.3):
         print("API ready on http://localhost:%d/predict  (stop: make stop_api api_port=%d)" % (args.port, args.port))
         return
     if server.poll() is None:
@@ -175,7 +177,8 @@ def engine(*args, check=False):
     except FileNotFoundError:
         raise UserError("docker=1 needs a container engine, and `docker` is not installed (or use docker=0)")
     if check and done.returncode != 0:
-        raise UserError("`docker %s` failed: %s" % (" ".join(args[:2]), (done.stdout.strip().splitlines() or ["?"])[-1]))
+        raise UserError("`docker %s` failed: %s"
+                        % (" ".join(args[:2]), (done.stdout.strip().splitlines() or ["?"])[-1]))
     return done.returncode, done.stdout
 
 
@@ -201,16 +204,19 @@ def settings_args():
 def start_container(args):
     name = container_name(args.port)
     if engine("image", "inspect", args.docker_image)[0] != 0:
-        raise UserError("no image %s: build it with `make build_api` (or start natively with docker=0)" % args.docker_image)
+        raise UserError("no image %s: build it with `make build_api` (or start natively with docker=0)"
+                        % args.docker_image)
     if engine("container", "inspect", name)[0] == 0:
-        raise UserError("container %s exists already; stop it with `make stop_api api_port=%d docker=1`" % (name, args.port))
+        raise UserError("container %s exists already; stop it with `make stop_api api_port=%d docker=1`"
+                        % (name, args.port))
     check_port(args.host, args.port, os.path.join(args.log_dir, "gunicorn-%d.pid" % args.port))
     started = time.monotonic()
     engine("run", "-d", "--name", name, "-p", "%s:%d:%d" % (args.host, args.port, CONTAINER_PORT),
            *(mount_args(args.model_dir) + settings_args() + [args.docker_image]), check=True)
     print("starting container %s of %s on %s:%d%s" % (name, args.docker_image, args.host, args.port,
                                                       " (model: %s)" % args.model_dir if args.model_dir else ""))
-    running = lambda: engine("container", "inspect", "-f", "{{.State.Running}}", name)[1].strip() == "true"
+    def running():
+        return engine("container", "inspect", "-f", "{{.State.Running}}", name)[1].strip() == "true"
     if poll_ready(local_url(args.host, args.port), args.timeout, gave_up=lambda: not running(), interval=0.3):
         print("API ready on http://localhost:%d/predict in %.1f s (stop: make stop_api api_port=%d docker=1)"
               % (args.port, time.monotonic() - started, args.port))

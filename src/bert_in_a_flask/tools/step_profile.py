@@ -48,7 +48,8 @@ def profile(bert_dir, train_file, steps=8, warmup=4, batch_size=32, max_seq_leng
         dataset = records.input_fn_builder(record_file, batch_size=batch_size, is_training=True,
                                            max_seq_length=max_seq_length, seed=0)()
         features, label_ids = tf.data.make_one_shot_iterator(dataset).get_next()
-        model_fn = model_fn_builder(bert_config=base.config, num_labels=len(labels), init_checkpoint=base.init_checkpoint,
+        model_fn = model_fn_builder(bert_config=base.config, num_labels=len(labels),
+                                    init_checkpoint=base.init_checkpoint,
                                     learning_rate=1e-4, num_train_steps=1000, num_warmup_steps=100, pooling=pooling)
         train_op = model_fn(features, label_ids, tf.estimator.ModeKeys.TRAIN).train_op
         with tf.Session() as session:

@@ -31,7 +31,8 @@ def serving_input_receiver_fn_builder(*, vocab_file, do_lower_case, max_seq_leng
         ids = {name: tf.placeholder_with_default(from_text[name], [None, None], name=name)
                for name in SIGNATURE_INPUTS}
         return tf.estimator.export.ServingInputReceiver(
-            features=dict(ids), receiver_tensors=ids, receiver_tensors_alternatives={TEXT_SIGNATURE: {TEXT_INPUT: text}})
+            features=dict(ids), receiver_tensors=ids,
+            receiver_tensors_alternatives={TEXT_SIGNATURE: {TEXT_INPUT: text}})
 
     return serving_input_receiver_fn
 

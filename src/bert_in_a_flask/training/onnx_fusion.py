@@ -154,7 +154,8 @@ def match_gelu(g, erf):
     x = None
     for candidate, constant in (scaled.input, scaled.input[::-1]):
         value = g.scalar(constant)
-        if value is not None and abs(value - wanted) < 1e-6 and (scaled.op_type == "Mul" or candidate == scaled.input[0]):
+        if value is not None and abs(value - wanted) < 1e-6 \
+                and (scaled.op_type == "Mul" or candidate == scaled.input[0]):
             x = candidate
     add_one = g.sole_consumer(erf.output[0], "Add")
     if x is None or add_one is None or g.scalar(other_input(add_one, erf.output[0])) != 1.0:
