@@ -390,37 +390,53 @@ def test_a_model_that_fails_to_load_in_the_background_is_reported(monkeypatch, t
     assert failures and "model folder not found: %s" % (tmp_path / "none") in str(failures[0])
 
 
+def catch(function, *args):
+    try:
+        return function(*args)
+    except Exception as exc:  # the test looks at what the caller got
+        return exc
+
+
 class Dies(BaseException):
     """Something that kills a thread (not an Exception a handler would catch)."""
 
 
 def test_a_failed_forward_pass_reaches_every_waiting_request_and_the_batcher_goes_on():
     from bert_in_a_flask.serving.batcher import MicroBatcher
-    calls = []
+    passes, gate = [], threading.Event()
 
     def forward(id_lists):
-        calls.append(len(id_lists))
-        if len(calls) == 1:
-            time.sleep(0.2)  # let the others queue up behind it
+        passes.append(len(id_lists))
+        if len(passes) == 1:
+            gate.wait(10)  # the three callers below queue up meanwhile and share the next pass
+            return [[0.0] for _ in id_lists]
+        if len(passes) == 2:
             raise RuntimeError("forward failed")
         return [[float(len(ids))] for ids in id_lists]
 
-    batcher = MicroBatcher(forward, max_batch_size=8, max_wait_ms=50, timeout_s=10)
-    results = []
+    batcher = MicroBatcher(forward, max_batch_size=8, max_wait_ms=200, timeout_s=10)
+    first = threading.Thread(target=batcher.submit, args=([[9]],))
+    first.start()
+    time.sleep(0.1)
+    results = {}
 
     def call(n):
         try:
-            results.append(batcher.submit([[1] * n]))
+            results[n] = batcher.submit([[1] * n])
         except RuntimeError as exc:
-            results.append(exc)
+            results[n] = exc
 
     threads = [threading.Thread(target=call, args=(n,)) for n in (1, 2, 3)]
     for thread in threads:
         thread.start()
-    for thread in threads:
+    time.sleep(0.1)
+    gate.set()
+    for thread in threads + [first]:
         thread.join(10)
-    assert len(results) == 3 and any(isinstance(r, RuntimeError) for r in results)
-    assert batcher.alive
+    assert passes[:2] == [1, 3]  # the three shared the pass that failed
+    assert sorted(results) == [1, 2, 3]
+    assert all(isinstance(result, RuntimeError) and str(result) == "forward failed" for result in results.values())
+    assert batcher.alive and batcher.pending_texts == 0
     assert batcher.submit([[1, 2, 3, 4]]) == [[4.0]]
 
 
@@ -491,22 +507,37 @@ def test_concurrent_callers_still_share_forward_passes():
 # --- 15: clocks and the user-error type ----------------------------------------------------
 
 @pytest.mark.slow  # the session's trained export
-def test_a_wall_clock_step_back_breaks_no_deadline_or_latency(client, app, monkeypatch):
-    from bert_in_a_flask.serving.batcher import MicroBatcher
+def test_deadlines_follow_the_monotonic_clock_and_a_wall_clock_step_breaks_nothing(client, app, monkeypatch):
+    from bert_in_a_flask.serving import batcher as batcher_module
     from helpers import call_log
-    clock = [2e9]
+    wall = [2e9]
 
     def stepping_back():
-        clock[0] -= 3600.0  # NTP sets the clock back an hour at every look
-        return clock[0]
+        wall[0] -= 3600.0  # NTP sets the clock back an hour at every look
+        return wall[0]
 
     monkeypatch.setattr(time, "time", stepping_back)
-    batcher = MicroBatcher(lambda id_lists: [[1.0]] * len(id_lists), max_batch_size=8, max_wait_ms=20, timeout_s=5)
-    started = time.monotonic()
-    assert batcher.submit([[1]]) == [[1.0]]
-    assert time.monotonic() - started < 2
+    steady = [1000.0]
+    real_monotonic = time.monotonic
+    monkeypatch.setattr(batcher_module.time, "monotonic", lambda: steady[0] + real_monotonic())
+    gate = threading.Event()
+    batcher = batcher_module.MicroBatcher(lambda id_lists: gate.wait(10) and [[1.0]] * len(id_lists),
+                                          max_batch_size=1, max_wait_ms=0, timeout_s=5)
+    busy = threading.Thread(target=batcher.submit, args=([[1]],))
+    busy.start()
+    time.sleep(0.05)
+    queued, answer = threading.Thread(target=lambda: answer.append(catch(batcher.submit, [[2]]))), []
+    started = real_monotonic()
+    queued.start()
+    time.sleep(0.1)
+    steady[0] += 6.0  # the clock the queue's deadlines use moves past the queued request's 5 s
+    queued.join(5)
+    assert real_monotonic() - started < 1.0  # 6 s on the monotonic clock, not of real waiting
+    assert isinstance(answer[0], batcher_module.ServiceUnavailable) and "within 5 s" in str(answer[0])
+    gate.set()
+    busy.join(10)
     assert client.post("/predict", json={"X": ["react"]}).status_code == 200
-    assert call_log(app)[-1]["latency_ms"] >= 0
+    assert call_log(app)[-1]["latency_ms"] >= 0  # perf_counter: the wall clock's steps never show
 
 
 @pytest.mark.slow  # the session's trained export
