@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..shared.errors import UserError
 from . import openapi
+from .slot import model_name
 from .backends import tf_version
 
 api = Blueprint("api", __name__)
@@ -112,16 +113,6 @@ def metrics():
 @api.route("/openapi.json", methods=["GET"])
 def openapi_json():
     return jsonify(openapi.spec(current_app.config["MAX_TEXTS"]))
-
-
-def model_name(predictor=None):
-    """'<base model>/<export timestamp> (<backend>)' (+ the build's git sha) of `predictor`, else of the
-    one served now; "" while the model loads."""
-    predictor = predictor or current_app.extensions["model"].predictor
-    if predictor is None:
-        return ""
-    sha = current_app.config["GIT_SHA"]
-    return "%s (build %s)" % (predictor.name, sha[:12]) if sha else predictor.name
 
 
 def read_json_body(max_bytes):

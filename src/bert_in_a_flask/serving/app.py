@@ -23,12 +23,12 @@ from ..shared.errors import ClientGone, ServiceUnavailable, UserError
 from . import docs_page, settings as settings_module
 from .settings import STATE_DIR_ENV
 from .access import ApiKeys, Cors
-from .api import api, model_name
+from .api import api
+from .slot import ModelSlot, model_name
 from .call_log import CallLog
 from .metrics import Metrics
 from .protocols import protocols
 from .reload import ExportChooser, Reloader, candidate_exports, export_key, first_line
-from .slot import ModelSlot
 
 WARMUP_TEXT = "Why does my code keep throwing me null pointer exception?"
 # gunicorn.conf.py names a folder per server (master and workers); a worker that loaded a model

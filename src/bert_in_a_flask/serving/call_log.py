@@ -18,7 +18,7 @@ import uuid
 
 from flask import current_app, g, request
 
-from .api import model_name
+from .slot import model_name
 
 
 class CallLog(object):

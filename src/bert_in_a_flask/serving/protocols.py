@@ -21,7 +21,8 @@ from flask import Blueprint, current_app, g, jsonify
 from werkzeug.routing import BaseConverter
 
 from ..shared.errors import UserError
-from .api import client_gone_probe, leased_predictor, model_name, readiness, read_json_body
+from .api import client_gone_probe, leased_predictor, readiness, read_json_body
+from .slot import model_name
 
 protocols = Blueprint("protocols", __name__)
 

@@ -7,7 +7,7 @@ none), never on a timer, so no request ever meets a closed model.
 """
 import threading
 
-from flask import g
+from flask import current_app, g
 
 from ..shared.errors import ServiceUnavailable
 
@@ -80,3 +80,13 @@ class ModelSlot(object):
         held = g.pop("model_lease", None)
         if held is not None:
             self.release(held)
+
+
+def model_name(predictor=None):
+    """'<base model>/<export timestamp> (<backend>)' (+ the build's git sha) of `predictor`, else of the
+    one served now; "" while the model loads."""
+    predictor = predictor or current_app.extensions["model"].predictor
+    if predictor is None:
+        return ""
+    sha = current_app.config["GIT_SHA"]
+    return "%s (build %s)" % (predictor.name, sha[:12]) if sha else predictor.name

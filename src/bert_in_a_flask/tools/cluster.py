@@ -19,7 +19,7 @@ import time
 
 from ..shared.cli import ArgumentParser, non_negative_int, positive_int
 from . import REPO_ROOT
-from .loadtest import free_port
+from .http_client import free_port
 
 
 EXPOSED = ("warning: TensorFlow's gRPC servers of these tasks listen on every network interface, without "

@@ -25,7 +25,7 @@ from ..shared.cli import ArgumentParser, positive_int
 from ..shared import export_contract
 from ..shared.errors import UserError, run_cli
 from . import APP_ENTRY_POINT, REPO_ROOT as ROOT
-from .loadtest import poll_ready
+from .http_client import poll_ready
 
 
 def parse_args(argv=None):
