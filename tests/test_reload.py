@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bert_in_a_flask.tools.loadtest import Server, http, predict
+from bert_in_a_flask.tools.loadtest import Server, http, predict, wait_for
 
 pytestmark = pytest.mark.slow  # gunicorn servers on loopback
 
@@ -36,15 +36,6 @@ def version(server):
     return json.loads(body.decode())["version"] if status == 200 else None
 
 
-def wait_for(condition, timeout=90, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return False
-
-
 def test_a_newer_export_goes_live_without_a_failed_request(trained, tmp_path):
     root = str(tmp_path / "exports")
     os.makedirs(root)
@@ -67,7 +58,7 @@ def test_a_newer_export_goes_live_without_a_failed_request(trained, tmp_path):
             thread.start()
         time.sleep(2)
         copy_export(trained["export_dir"], root, "1700000002", upper_labels=True)
-        switched = wait_for(lambda: version(server) == "1700000002")
+        switched = wait_for(lambda: version(server) == "1700000002", timeout=90)
         time.sleep(2)  # keep sending on the new model
         broken = os.path.join(root, "1700000003")
         shutil.copytree(os.path.join(root, "1700000002"), broken)

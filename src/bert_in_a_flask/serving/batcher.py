@@ -133,14 +133,22 @@ class MicroBatcher(object):
     def _drop(self, pending, reason):
         """Take a queued item back (its caller gave up or went away, or `reason` None: its texts could
         not be prepared); one already taken runs on."""
-        with self._lock:
-            if pending.state != QUEUED:
-                return
-            pending.state = DROPPED
-            self.pending_texts -= pending.n_texts
-        self._events.admitted(-pending.n_texts)
-        if reason is not None:
+        if self._dropped(pending) and reason is not None:
             self._events.shed(reason)
+
+    def _dropped(self, item, unless_alive_until=None):
+        """Mark a still-queued item dropped and give its texts back; False when it was not queued (or,
+        with `unless_alive_until`, when that deadline has not passed: then it is taken instead)."""
+        with self._lock:
+            if item.state != QUEUED:
+                return False
+            if unless_alive_until is not None and time.monotonic() < unless_alive_until:
+                item.state = TAKEN
+                return False
+            item.state = DROPPED
+            self.pending_texts -= item.n_texts
+        self._events.admitted(-item.n_texts)
+        return True
 
     # --- the batcher thread's side ----------------------------------------------------------
 
@@ -151,18 +159,11 @@ class MicroBatcher(object):
 
     def _take(self, item):
         """True when `item` is to be computed: still queued and its caller's deadline not passed."""
-        with self._lock:
-            if item.state != QUEUED:
-                return False
-            if time.monotonic() < item.deadline:
-                item.state = TAKEN
-                return True
-            item.state = DROPPED
-            self.pending_texts -= item.n_texts
-        self._events.admitted(-item.n_texts)
-        self._events.shed("deadline")
-        item.fail(ServiceUnavailable("no forward pass within %g s; the worker is overloaded" % self._timeout))
-        return False
+        if self._dropped(item, unless_alive_until=item.deadline):
+            self._events.shed("deadline")
+            item.fail(ServiceUnavailable("no forward pass within %g s; the worker is overloaded" % self._timeout))
+            return False
+        return item.state == TAKEN
 
     def _next_item(self, timeout=None):
         """The next item to compute (None for stop()), skipping dropped ones; queue.Empty after `timeout`."""
@@ -232,11 +233,5 @@ class MicroBatcher(object):
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is not None:
-                with self._lock:
-                    if item.state != QUEUED:
-                        continue
-                    item.state = DROPPED
-                    self.pending_texts -= item.n_texts
-                self._events.admitted(-item.n_texts)
+            if item is not None and self._dropped(item):
                 item.fail(error)

@@ -25,7 +25,7 @@ from urllib.error import URLError
 from ..shared.cli import ArgumentParser, positive_int
 from ..shared.errors import UserError, run_cli
 from ..shared.export_contract import resolve_export
-from .loadtest import Server, http, percentile, predict, serving_python
+from .loadtest import Server, http, percentile, predict, serving_python, wait_for
 from .start_api import newest_export
 
 TEXTS = ["Why does my code keep throwing me null pointer exception?",
@@ -143,15 +143,6 @@ def predict_total(url):
     return sum(sample.value for family in text_string_to_metric_families(body.decode())
                for sample in family.samples
                if sample.name == "api_requests_total" and sample.labels.get("endpoint") == "/predict")
-
-
-def wait_for(condition, timeout, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def ready_workers(server, pids):

@@ -16,6 +16,16 @@ from . import APP_ENTRY_POINT, REPO_ROOT as ROOT
 from .http_client import free_port, http, poll_ready, predict  # noqa: F401 (the tools' and tests' names)
 
 
+def wait_for(condition, timeout, interval=0.1):
+    """True as soon as `condition()` is, False after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return False
+
+
 def serving_python():
     """The interpreter the tools' servers run on: the serving environment's (SERVING_PYTHON, which
     `make bench`, `make soak` and `make chaos` set to the API venv's python, as start_api serves),
