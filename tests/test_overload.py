@@ -279,3 +279,31 @@ def test_the_docs_page_is_served_open_and_can_be_turned_off(tmp_path):
     off = create_app(settings.from_env({}, LOG_FILE=str(tmp_path / "c.log"), DOCS_PAGE=False),
                      predictor=FakePredictor()).test_client()
     assert off.get("/docs").status_code == 404
+
+
+def test_a_first_boot_worker_whose_sibling_served_meanwhile_does_not_stop_the_server(tmp_path, monkeypatch):
+    """WORKERS=2 at the first boot: worker B fails to load after worker A came up; B goes on trying."""
+    from bert_in_a_flask.serving import app as app_module
+    from bert_in_a_flask.serving import settings
+    from bert_in_a_flask.serving.settings import STATE_DIR_ENV
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setenv(STATE_DIR_ENV, str(state))
+    fake_export(tmp_path / "exports", 1700000001, "broken")
+
+    def build(app, export_dir):
+        (state / app_module.SERVED_MARK).write_text("")  # the sibling served while this one loaded
+        return Stub(export_dir)
+
+    monkeypatch.setattr(app_module, "build_predictor", build)
+    config = settings.from_env({}, MODEL_DIR=str(tmp_path / "exports"), MODEL_POLL_S=0.05,
+                               LOG_FILE=str(tmp_path / "c.log"))
+    failures = []
+    app = app_module.create_app(config, load_in_background=True, strict=True, on_load_failure=failures.append)
+    time.sleep(0.5)
+    assert failures == [] and app.test_client().get("/ready").status_code == 503  # alive, not ready
+    fake_export(tmp_path / "exports", 1700000002, "good")
+    deadline = time.monotonic() + 10
+    while app.test_client().get("/ready").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert app.test_client().get("/ready").get_json()["model"] == "1700000002"

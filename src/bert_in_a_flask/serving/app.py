@@ -107,12 +107,15 @@ def load_model(app, strict, on_failure):
             else:
                 found = chooser.newest_sound(candidates)
         except Exception as exc:  # any failure to load is reported, never swallowed
-            if strict:
+            # Strict only while no worker of this server has served: another worker may have come up
+            # while this one loaded (WORKERS=2), and then this one must not stop the server.
+            if strict and not has_served_before():
                 if not isinstance(exc, UserError):
                     log.exception("cannot load the model")
                 if on_failure is not None:
                     on_failure(exc)
                 return
+            strict = False
             log.warning("no export to serve yet (%s); trying again in %g s", first_line(exc), retry_s(app))
             found = None
         if found is not None:
