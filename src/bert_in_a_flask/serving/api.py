@@ -112,7 +112,7 @@ def metrics():
 
 @api.route("/openapi.json", methods=["GET"])
 def openapi_json():
-    return jsonify(openapi.spec(current_app.config["MAX_TEXTS"]))
+    return jsonify(openapi.spec(current_app.config["MAX_TEXTS"], docs_page="docs_page" in current_app.blueprints))
 
 
 def read_json_body(max_bytes):

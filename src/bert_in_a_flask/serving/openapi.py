@@ -16,7 +16,8 @@ def _errors(*codes):
     return {str(code): _json(_ERROR, words[code]) for code in codes}
 
 
-def spec(max_texts):
+def spec(max_texts, docs_page=False):
+    """The description; `docs_page`: the app serves /docs (DOCS_PAGE), so it is described too."""
     predict_request = {
         "type": "object", "required": ["X"], "additionalProperties": False,  # an unknown key is a 400
         # The text-count limit is a size limit (413), not a schema rule, so it is described, not maxItems.
@@ -114,12 +115,13 @@ def spec(max_texts):
                                                  **_errors(405))}},
             "/metadata": {"get": {"summary": "Labels, model provenance and metrics, versions",
                                   "responses": dict({"200": _json(plain, "Metadata")}, **_errors(401, 405))}},
-            "/metrics": {"get": {"summary": "Prometheus metrics of this worker", "responses": dict(
+            "/metrics": {"get": {"summary": "Prometheus metrics, added up over the server's workers", "responses": dict(
                 {"200": {"description": "Prometheus text format",
                          "content": {"text/plain": {"schema": {"type": "string"}}}}}, **_errors(401, 405))}},
             "/openapi.json": {"get": {"summary": "This document",
                                       "responses": dict({"200": _json(plain, "OpenAPI 3")}, **_errors(405))}},
             **paths,
+            **(_docs_page_paths() if docs_page else {}),
         },
         "components": {
             "schemas": {"Error": {
@@ -127,4 +129,16 @@ def spec(max_texts):
                 "properties": {"error": {"type": "string"}, "request_id": {"type": "string"}}}},
             # Only enforced when the server has API_KEYS; /health_check, /ready and this document stay open.
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}}},
+    }
+
+
+def _docs_page_paths():
+    return {
+        "/docs": {"get": {"summary": "This document as a page (Swagger UI)", "responses": dict(
+            {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
+            **_errors(405))}},
+        "/docs/assets/{name}": {"get": {
+            "summary": "The page's files (Swagger UI's own)",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": dict({"200": {"description": "a file"}}, **_errors(404, 405))}},
     }
