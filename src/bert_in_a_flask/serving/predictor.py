@@ -78,8 +78,9 @@ class Predictor(object):
             self._batcher = MicroBatcher(self.forward_sorted, max_batch_size, queue.wait_ms, queue.timeout_s,
                                          max_pending_texts=queue.max_pending_texts, coalesce=queue.coalesce,
                                          events=queue.events)
+        loaded_tf = tf_version()
         log.info("loaded %s (%d labels, backend %s%s)", self.export_dir, len(self.labels), self.backend.name,
-                 ", TF %s" % tf_version() if tf_version() else "")
+                 ", TF %s" % loaded_tf if loaded_tf else "")
 
     @property
     def healthy(self):
@@ -100,11 +101,10 @@ class Predictor(object):
     def preprocess(self, texts):
         return [self.encoder.encode(text) for text in texts]
 
-    def forward(self, id_lists, client_gone=None):
-        """Probabilities [n, labels] for word-piece id lists, in the order given (`client_gone`: see
-        MicroBatcher.submit)."""
+    def forward(self, id_lists):
+        """Probabilities [n, labels] for word-piece id lists, in the order given."""
         if self._batcher is not None:
-            return self._batcher.submit(id_lists, client_gone)
+            return self._batcher.submit(id_lists)
         return self.forward_sorted(id_lists)
 
     def forward_sorted(self, id_lists):
