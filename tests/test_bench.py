@@ -62,7 +62,7 @@ def test_a_command_that_ends_early_is_named_with_its_last_output():
 def test_the_ceiling_gemm_is_timed_on_every_engine_including_the_one_that_serves():
     # The served model's products run on onnxruntime's MatMul, which on an AVX-512 CPU outran TF's:
     # the ceiling must include it, or the "share of the ceiling" flatters the server.
-    from bert_in_a_flask.tools.bench import in_turns_with_gemm
+    from bert_in_a_flask.tools.turns import in_turns_with_gemm
     timed = in_turns_with_gemm([], per_step=1, rounds=1, slice_s=1.0, what="the GEMM")
     assert set(timed.overall) == {"gemm-numpy", "gemm-tf", "gemm-onnxruntime"}
     assert all(gflops > 1 for gflops in timed.overall.values()), timed.overall

@@ -21,7 +21,7 @@ PYTHON = "python%d.%d" % sys.version_info[:2]
 
 
 def make(*args, timeout=240, **env):
-    return subprocess.run(["make", "--no-print-directory", "PYTHON=" + PYTHON, "VENV=" + VENV] + list(args),
+    return subprocess.run(["make", "--no-print-directory", "python=" + PYTHON, "venv_dir=" + VENV] + list(args),
                           cwd=ROOT, env=dict(os.environ, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=timeout)
 
@@ -36,12 +36,12 @@ def error_lines(text):
 def api(trained, tmp_path):
     """`make start_api` on a free loopback port; stopped (make stop_api) afterwards."""
     port, log_dir = free_port(), str(tmp_path / "logs")
-    started = make("start_api", "api_port=%d" % port, "model_dir=" + trained["export_dir"], "LOG_DIR=" + log_dir,
+    started = make("start_api", "api_port=%d" % port, "model_dir=" + trained["export_dir"], "log_dir=" + log_dir,
                    HOST="127.0.0.1")
     assert started.returncode == 0, started.stdout + started.stderr
     yield {"port": port, "log_dir": log_dir, "log": os.path.join(log_dir, "api-%d.log" % port),
            "url": "http://127.0.0.1:%d" % port}
-    stopped = make("stop_api", "api_port=%d" % port, "LOG_DIR=" + log_dir)
+    stopped = make("stop_api", "api_port=%d" % port, "log_dir=" + log_dir)
     assert "stopped the API on port %d" % port in stopped.stdout
 
 
@@ -55,7 +55,7 @@ def test_second_start_on_a_busy_port_fails_at_once_and_keeps_the_running_server(
 
     started = time.monotonic()
     second = make("start_api", "api_port=%d" % api["port"], "model_dir=" + str(tmp_path / "another-model"),
-                  "LOG_DIR=" + api["log_dir"], HOST="127.0.0.1")
+                  "log_dir=" + api["log_dir"], HOST="127.0.0.1")
     assert second.returncode != 0 and time.monotonic() - started < 30
     errors = error_lines(second.stderr)
     assert len(errors) == 1, second.stderr
@@ -82,7 +82,7 @@ def test_a_port_held_by_another_program_is_named_at_once(tmp_path):
                     break
             time.sleep(0.1)
         started = time.monotonic()
-        result = make("start_api", "api_port=%d" % port, "model_dir=" + str(tmp_path), "LOG_DIR=" + str(tmp_path),
+        result = make("start_api", "api_port=%d" % port, "model_dir=" + str(tmp_path), "log_dir=" + str(tmp_path),
                       HOST="127.0.0.1")
         assert result.returncode != 0 and time.monotonic() - started < 30
         errors = error_lines(result.stderr)
@@ -97,7 +97,7 @@ def test_a_port_held_by_another_program_is_named_at_once(tmp_path):
 def test_readiness_wait_stops_when_the_server_exits_and_shows_its_error(tmp_path):
     missing = str(tmp_path / "no-model-here")
     started = time.monotonic()
-    result = make("start_api", "api_port=%d" % free_port(), "model_dir=" + missing, "LOG_DIR=" + str(tmp_path),
+    result = make("start_api", "api_port=%d" % free_port(), "model_dir=" + missing, "log_dir=" + str(tmp_path),
                   HOST="127.0.0.1")
     assert result.returncode != 0
     assert time.monotonic() - started < 90  # not the 180 s readiness timeout
@@ -125,7 +125,7 @@ def test_make_help_lists_every_target_and_the_variables_users_need():
     for target in phony:
         if target != "help":
             assert "make %s" % target in out or "/ %s" % target in out, target
-    for variable in ("model_dir=", "api_port=", "logdir=", "tensorboard_port=", "gpu=", "args=", "PYTHON=",
+    for variable in ("model_dir=", "api_port=", "logdir=", "tensorboard_port=", "gpu=", "args=", "python=",
                      "base=", "data=", "runtime="):
         assert variable in out, variable
 

@@ -94,12 +94,12 @@ def test_a_bad_onnx_file_falls_back_to_tf_with_one_warning_or_is_refused(export_
 
 
 def test_a_failed_conversion_keeps_the_savedmodel_and_serves_tf(export_copy, monkeypatch, caplog):
-    from bert_in_a_flask.training import onnx_export
+    from bert_in_a_flask.training import onnx_convert, onnx_export
     os.remove(os.path.join(export_copy, "model.onnx"))
     onnx_export.write_record(export_copy, {})
     before = sorted(os.listdir(export_copy))
     failing = [sys.executable, "-c", "print('converting'); print('Unsupported ops: MagicOp'); raise SystemExit(1)"]
-    monkeypatch.setattr(onnx_export, "tf2onnx_command", lambda export_dir, output: failing)
+    monkeypatch.setattr(onnx_convert, "tf2onnx_command", lambda export_dir, output: failing)
     with caplog.at_level(logging.WARNING):
         assert onnx_export.convert(export_copy) is None
     assert "conversion of %s failed (Unsupported ops: MagicOp); the SavedModel is unchanged" % export_copy \
@@ -122,8 +122,8 @@ def test_a_conversion_given_up_midway_leaves_no_process_and_no_file(export_copy)
 
 
 def test_a_conversion_that_disagrees_is_not_kept_and_never_served(export_copy, monkeypatch):
-    from bert_in_a_flask.training import onnx_export
-    monkeypatch.setattr(onnx_export, "MAX_ABS_DIFF", 0.0)  # any float difference at all now disagrees
+    from bert_in_a_flask.training import onnx_export, onnx_verify
+    monkeypatch.setattr(onnx_verify, "MAX_ABS_DIFF", 0.0)  # any float difference at all now disagrees
     os.remove(os.path.join(export_copy, "model.onnx"))
     record = onnx_export.convert(export_copy, texts=TEXTS)
     if record["max_abs_diff"] == 0.0:
@@ -187,8 +187,8 @@ def test_quantize_int8_refuses_with_one_line(export_copy, tmp_path):
 
 
 def test_an_int8_copy_that_loses_accuracy_is_not_kept(export_copy, tmp_path, monkeypatch):
-    from bert_in_a_flask.training import onnx_export
-    monkeypatch.setattr(onnx_export, "MAX_INT8_ACCURACY_DROP", -1.0)  # int8 would have to beat fp32 by a point
+    from bert_in_a_flask.training import onnx_export, onnx_quantize
+    monkeypatch.setattr(onnx_quantize, "MAX_INT8_ACCURACY_DROP", -1.0)  # int8 would have to beat fp32 by a point
     texts, labels = onnx_export.read_texts(labelled_csv(tmp_path / "val.csv"), "post", "tags")
     record = onnx_export.convert(export_copy, texts, labels=labels, quantize="int8")
     assert record["int8"]["accepted"] is False and not os.path.exists(os.path.join(export_copy, "model.int8.onnx"))
@@ -209,7 +209,7 @@ def test_quantize_flags_are_checked_first(tmp_path):
 def test_the_bench_compares_the_backends_when_the_int8_copy_was_not_kept(export_copy, tmp_path):
     # A short training run's int8 copy can miss the 0.5-point check; `make bench` then went on to open it
     # and died after 16 minutes with a traceback instead of printing its table.
-    from bert_in_a_flask.tools.bench import serving_backends
+    from bert_in_a_flask.tools.bench_serving import serving_backends
     from bert_in_a_flask.training import onnx_export
     onnx_export.write_record(export_copy, dict(onnx_record(export_copy), int8={
         "accepted": False, "accuracy_drop_points": 0.5000001, "max_drop_points": 0.5}))

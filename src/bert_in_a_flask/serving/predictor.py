@@ -14,7 +14,7 @@ import numpy as np
 from ..shared.errors import UserError
 from ..shared.export_contract import read_assets, resolve_export
 from ..shared.text import TextEncoder, build_tokenizer
-from .backends import open_backend, tf_version
+from .backends import OnnxBackend, open_backend, tf_version
 from .settings import DEFAULTS
 
 log = logging.getLogger(__name__)
@@ -57,17 +57,22 @@ class QueuePolicy(object):
 class Predictor(object):
 
     def __init__(self, export_dir, max_batch_size=DEFAULTS["MAX_BATCH_SIZE"], intra_op_threads=0,
-                 inter_op_threads=0, queue=None, backend=DEFAULTS["BACKEND"], quantize=DEFAULTS["QUANTIZE"]):
+                 inter_op_threads=0, queue=None, backend=DEFAULTS["BACKEND"], quantize=DEFAULTS["QUANTIZE"],
+                 onnx_file=None):
         """`queue` (a QueuePolicy) puts a serving worker's queue in front of the forward pass (see
         batcher.py); without it callers run their passes themselves (the CLI, the report).
-        `backend` is auto, tf or onnx, `quantize` none or int8 (see backends.py)."""
+        `backend` is auto, tf or onnx, `quantize` none or int8 (see backends.py). `onnx_file` runs
+        that ONNX file instead, unchecked: a conversion's candidate, compared before it is kept."""
         self.export_dir = resolve_export(export_dir)
         self.labels, vocab_file, self.config = read_assets(self.export_dir)
         self.max_batch_size = max_batch_size
         self.encoder = TextEncoder(build_tokenizer(vocab_file, self.config.do_lower_case),
                                    self.config.max_seq_length, self.config.truncate)
-        self.backend = open_backend(backend, self.export_dir, self.config.onnx, intra_op_threads, inter_op_threads,
-                                    quantize=quantize)
+        if onnx_file is not None:
+            self.backend = OnnxBackend(onnx_file, intra_op_threads, inter_op_threads)
+        else:
+            self.backend = open_backend(backend, self.export_dir, self.config.onnx, intra_op_threads,
+                                        inter_op_threads, quantize=quantize)
         if self.backend.n_outputs is not None and self.backend.n_outputs != len(self.labels):
             self.backend.close()
             raise UserError("%s/assets.extra/labels.json has %d labels but the model has %d outputs"

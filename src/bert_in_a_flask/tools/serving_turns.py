@@ -17,6 +17,13 @@ import csv
 import os
 import random
 import sys
+import tempfile
+
+from ..serving.predictor import Predictor
+from .hf_peer_env import HF_PEER_SCRIPT
+from .interleave import Contender
+from .loadtest import Server, predict, serving_python
+from .turns import in_turns_with_gemm, trainer_env
 
 PER_STEP = 128  # titles per step, for every contender: the issue's 128 texts per request
 BATCH_SIZE = 32  # the HF peer's batch, and ours in `forward`
@@ -30,9 +37,6 @@ def read_titles(test_csv):
 
 def predict_steps(export_dir, test_csv, quantize="none"):
     """Start a server with the default settings and post the test set, 128 titles per request."""
-    import tempfile
-
-    from .loadtest import Server, predict, serving_python
     titles = read_titles(test_csv)
     log = tempfile.NamedTemporaryFile(prefix="serving-turns-", suffix=".log", delete=False).name
     server = Server(export_dir, log, python=serving_python(), ACCESS_LOG="/dev/null", QUANTIZE=quantize)
@@ -59,7 +63,6 @@ def predict_steps(export_dir, test_csv, quantize="none"):
 
 def forward_steps(export_dir, test_csv):
     """Our forward pass the HF peer's way (see the module's docstring)."""
-    from ..serving.predictor import Predictor
     predictor = Predictor(export_dir, max_batch_size=BATCH_SIZE)
     ids = sorted(predictor.preprocess(read_titles(test_csv)), key=len)
     batches = [ids[start:start + BATCH_SIZE] for start in range(0, len(ids) - BATCH_SIZE + 1, BATCH_SIZE)]
@@ -74,10 +77,8 @@ def forward_steps(export_dir, test_csv):
 
 
 def serving_in_turns(export_dir, test_csv, peer, rounds, slice_s, int8=True):
-    """bench.Turns of titles/s for predict, predict-int8 (when `int8`: the export has an accepted int8
+    """turns.Turns of titles/s for predict, predict-int8 (when `int8`: the export has an accepted int8
     copy), forward and hf (when `peer` is hf_peer_setup's (python, model dir)), and GFLOP/s for gemm-*."""
-    from .bench import HF_PEER_SCRIPT, in_turns_with_gemm, trainer_env
-    from .interleave import Contender
 
     def ours(name, *args):
         return Contender(name, [sys.executable, "-m", "bert_in_a_flask.tools.serving_turns"] + list(args),

@@ -8,14 +8,11 @@ Rerunning continues from the newest checkpoint; --overwrite starts afresh.
 """
 import argparse
 import logging
-import math
-import os
 import re
-import shutil
 import sys
 
 from ..shared.cli import ArgumentParser, at_least, fraction, non_negative_int, positive_float, positive_int
-from ..shared.errors import UserError, run_cli
+from ..shared.errors import run_cli
 from ..shared.export_contract import POOLINGS
 from ..shared.text import MIN_SEQ_LENGTH, TRUNCATIONS
 from .config import TrainingConfig
@@ -107,133 +104,10 @@ def setup_logging():
                         stream=sys.stderr)
 
 
-OUTPUT_FOLDERS = ("checkpoints", "trained_model", "report")
-CLEARED_BY_OVERWRITE = ("checkpoints", "report")  # exports are never deleted
-
-
-def check_writable_folders(config):
-    """{name: path} of the output folders (and the cache), each created and proven writable."""
-    paths = {name: os.path.join(config.output_dir, name) for name in OUTPUT_FOLDERS}
-    paths["cache"] = config.cache_dir
-    for path in paths.values():
-        try:
-            os.makedirs(path, exist_ok=True)
-            probe = os.path.join(path, ".write-test-%d" % os.getpid())
-            open(probe, "w").close()
-            os.remove(probe)
-        except OSError as exc:
-            raise UserError("output folder is not writable: %s (%s)" % (path, exc.strerror or exc))
-    return paths
-
-
-def clear_previous_run(paths):
-    """--overwrite: called after every check passed, so a refused run deletes nothing."""
-    for name in CLEARED_BY_OVERWRITE:
-        shutil.rmtree(paths[name], ignore_errors=True)
-        os.makedirs(paths[name])
-    logging.info("--overwrite: deleted the previous %s", " and ".join(paths[n] for n in CLEARED_BY_OVERWRITE))
-
-
-def describe_devices(devices):
-    """One plain line saying where training runs (TF's own device chatter is silenced)."""
-    if not devices:
-        return "devices: CPU (%d cores; no GPU visible to TensorFlow)" % os.cpu_count()
-    kind = "mirrored replicas" if len(devices) > 1 else "one device"
-    return "devices: %s (%s)" % (", ".join(devices), kind)
-
-
 def run(config):
-    from ..shared.tf_compat import TF_VERSION
-    from ..shared.text import TextEncoder
-    from ..serving.predictor import Predictor
-    from . import data, pretrained, records
-    from .estimator import build_estimator, cluster_from_env, train_and_evaluate, training_devices
-    from .export import AssetsWriter, export_config_for, name_signatures, serving_input_receiver_fn_builder
-    from .exporter import BestCheckpointsExporter
-    from .model import model_fn_builder
-    from .report import tfidf_svm_baseline, write_report
-
-    # Every check first; nothing is deleted or written until they all passed.
-    base = pretrained.load(config.bert_dir, config.max_seq_length)
-    do_lower_case = records.resolve_do_lower_case(config.do_lower_case, base.vocab_file, base.init_checkpoint)
-    splits = data.load_splits(config.data_file, text_column=config.text_column, label_column=config.label_column,
-                              sep=config.sep, val_file=config.val_file, test_file=config.test_file, seed=config.seed)
-    encoder = TextEncoder(records.bert_tokenizer(base.vocab_file, do_lower_case), config.max_seq_length,
-                          config.truncate)
-    devices = training_devices(config.devices)
-    cluster = cluster_from_env()
-    if cluster is not None and config.overwrite:
-        raise UserError("--overwrite deletes what the other tasks of the cluster read; clear %s before "
-                        "starting the cluster instead" % config.output_dir)
-    paths = check_writable_folders(config)
-    if config.overwrite:
-        clear_previous_run(paths)
-    logging.info(describe_devices(devices) + ("; %s (TF_CONFIG)" % cluster if cluster else ""))
-
-    record_files = {name: records.cached_records(frame, labels=splits.labels, encoder=encoder,
-                                                 vocab_file=base.vocab_file, do_lower_case=do_lower_case,
-                                                 cache_dir=config.cache_dir, split_name=name)
-                    for name, frame in (("train", splits.train), ("val", splits.val))}
-    # --batch-size is per replica: one per device, and per training task of a synchronous cluster
-    # (with parameter servers each task's batch is a step of its own)
-    examples_per_step = config.batch_size * max(1, len(devices)) * (
-        cluster.training_tasks if cluster is not None and cluster.synchronous else 1)
-    max_steps = config.max_steps or int(math.ceil(config.num_train_epochs * len(splits.train) / examples_per_step))
-
-    model_fn = model_fn_builder(
-        bert_config=base.config, num_labels=len(splits.labels), init_checkpoint=base.init_checkpoint,
-        learning_rate=config.learning_rate, num_train_steps=max_steps,
-        num_warmup_steps=int(max_steps * config.warmup_proportion), pooling=config.pooling, use_amp=config.use_amp,
-        label_names=splits.labels)
-    estimator = build_estimator(model_fn=model_fn, model_dir=paths["checkpoints"], config=config, devices=devices,
-                                cluster=cluster)
-    export_config = export_config_for(config, bert_config=base.config, do_lower_case=do_lower_case,
-                                      num_labels=len(splits.labels), tf_version=TF_VERSION)
-    serving_input_receiver_fn = serving_input_receiver_fn_builder(
-        vocab_file=base.vocab_file, do_lower_case=do_lower_case, max_seq_length=config.max_seq_length,
-        truncate=config.truncate)
-    exporter = BestCheckpointsExporter(
-        serving_input_receiver_fn, paths["trained_model"], paths["checkpoints"],
-        AssetsWriter(splits.labels, base.vocab_file, export_config, paths["checkpoints"]),
-        finish_export=name_signatures)
-    train_input_fn = records.input_fn_builder(
-        record_files["train"], batch_size=config.batch_size, is_training=True, max_seq_length=config.max_seq_length,
-        length_bucketing=config.length_bucketing, pad_to_max=config.pad_to_max_seq_length, seed=config.seed,
-        shard=cluster.shard if cluster is not None and not cluster.synchronous else None)
-    eval_input_fn = records.input_fn_builder(record_files["val"], batch_size=config.eval_batch_size,
-                                             is_training=False, max_seq_length=config.max_seq_length)
-    logging.info("training %d steps of %d examples (%d labels) into %s", max_steps, examples_per_step,
-                 len(splits.labels), paths["checkpoints"])
-    train_and_evaluate(estimator=estimator, train_input_fn=train_input_fn, eval_input_fn=eval_input_fn,
-                       exporter=exporter, max_steps=max_steps, examples_per_step=examples_per_step, config=config)
-    if cluster is not None and not cluster.writes_outputs:
-        logging.info("%s: training done; the evaluator exports the best model and writes the report", cluster)
-        return None
-
-    best = exporter.best()
-    if best is None:
-        raise UserError("no evaluation ran, so nothing was exported (is --max-steps 0?)")
-    logging.info("best model: %s (validation loss %.4f at step %d)", best["export_dir"], best["loss"], best["step"])
-    conversion = None
-    if not config.skip_onnx:
-        from .onnx_export import Conversion
-        conversion = Conversion(best["export_dir"])  # tf2onnx converts in its own process meanwhile
-    try:
-        # Meanwhile, on the other core: the baseline (one core) and, in finish, the SavedModel's
-        # answers that the ONNX copy is checked against; the report's own predictions come after,
-        # from the verified copy (the SavedModel's, computed beside tf2onnx, took 64 s instead of 27).
-        baseline = None if config.skip_report else tfidf_svm_baseline(splits.train, splits.test)
-        if conversion is not None:
-            conversion.finish(texts=list(splits.val["text"]), labels=list(splits.val["label"]), seed=config.seed,
-                              quantize=config.quantize)
-    finally:
-        if conversion is not None:
-            conversion.cancel()
-    if not config.skip_report:
-        predictor = Predictor(best["export_dir"])
-        write_report(predictor, splits, paths["report"], baseline_accuracy=baseline)
-        predictor.close()
-    return best
+    """Train, export and report (pipeline.py); imported here so a bad flag is refused before TensorFlow loads."""
+    from .pipeline import train
+    return train(config)
 
 
 def main(argv=None):

@@ -46,7 +46,7 @@ class TrainingConfig(object):
     inter_op_threads: int
     skip_report: bool
     skip_onnx: bool
-    quantize: str  # none | int8 (onnx_export.QUANTIZATIONS)
+    quantize: str  # none | int8 (onnx_quantize.QUANTIZATIONS)
 
     @classmethod
     def from_args(cls, args):

@@ -17,7 +17,7 @@ A LayerNorm or GELU is fused only where all its intermediate results feed nothin
 gamma, beta, epsilon and the constants are what the spelling says; an attention block only where its
 result, in one probe run, equals the attention computed in numpy from its input (fuse_attention);
 anything else is left as it was. The result needs onnxruntime (any language binding), which is what
-serves it; the conversion's verification against the SavedModel (onnx_export.py) runs on the fused
+serves it; the conversion's verification against the SavedModel (onnx_verify.py) runs on the fused
 file, so a wrong fusion is never served.
 """
 import collections

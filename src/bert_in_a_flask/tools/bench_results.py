@@ -1,0 +1,49 @@
+"""`make bench`'s table: printed, and written to docs/bench/ (one results file per CPU and runtime)."""
+import os
+import re
+import sys
+import time
+
+from . import REPO_ROOT as ROOT
+from ..shared.tf_compat import TF_VERSION
+
+
+def print_table(rows, only="all"):
+    """Print the table, and write it to docs/bench/<cpu>-<runtime>[-<only>].md (the results file
+    docs/performance.md links: one per CPU and runtime, the latest run's)."""
+    header = "bench: TF %s, Python %d.%d, %d cores, MiniLM-L6 on SO titles" % (
+        TF_VERSION, sys.version_info[0], sys.version_info[1], os.cpu_count())
+    width = max(len(r[0]) for r in rows)
+    table = ["| %s | value | vs |" % "measure".ljust(width), "|%s|---|---|" % ("-" * (width + 2))]
+    table += ["| %s | %s | %s |" % (name.ljust(width), value, note) for name, value, note in rows]
+    print("\n%s\n" % header)
+    print("\n".join(table))
+    path = write_results(header, table, TF_VERSION, only)
+    print("\nwritten to %s" % os.path.relpath(path, ROOT))
+    return 0
+
+
+def cpu_model():
+    """lscpu's model name (from /proc/cpuinfo), the machine a table belongs to."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def write_results(header, table, tf_version, only):
+    cpu = cpu_model()
+    name = "%s-tf%s%s" % (re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-"), tf_version.rsplit(".", 1)[0],
+                          "" if only == "all" else "-" + only)
+    folder = os.path.join(ROOT, "docs", "bench")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name + ".md")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("# `make bench`%s on %s\n\n%s, %s; %s.\n\n%s\n" % (
+            "" if only == "all" else " (--only %s)" % only, cpu, time.strftime("%Y-%m-%d"), header,
+            "ratios measured in this one run", "\n".join(table)))
+    return path
