@@ -49,7 +49,7 @@ train_docker = $(if $(docker),$(filter 1,$(docker)),$(call image_exists,$(dev_im
 api_docker = $(if $(docker),$(filter 1,$(docker)),$(call image_exists,$(api_image)))
 
 .PHONY: help venv assets test test-fast api_venv docs bench soak chaos lint serve clean build_dev build_api download_base_bert download_data demo train train_cluster \
-	tensorboard start_api stop_api curl_example onnx clean_venv
+	tensorboard start_api stop_api curl_example onnx ood clean_venv
 
 help:
 	@echo "Targets (variables in brackets, with their defaults):"
@@ -70,6 +70,7 @@ help:
 	@echo "  make onnx [model_dir=...]               convert an export to ONNX, verified (training does it already)"
 	@echo "  make bench [args=...]                   speed figures (training, /predict, micro-batching, memory; args='--only training|serving')"
 	@echo "  make soak [model_dir=...] [args=...]    16 clients x 2,000 requests on loopback"
+	@echo "  make ood [args=...]                     \"none of these\": AUROC and floors with a quarter of the tags left out"
 	@echo "  make chaos [model_dir=...] [args=...]   overload + killed workers + bad exports, 2 workers, 60 s"
 	@echo "  make docs                               the README's settings table, from serving/settings.py"
 	@echo "  make lint python=python3.11             hadolint, ruff, and python3.7's syntax check"
@@ -249,9 +250,9 @@ endif
 DEMO_DIR = models/demo
 # Two epochs (750 steps), one evaluation, at the end (1000 > 750). 1.5 epochs tied on the validation
 # split (90.39 % against 90.29 %: two titles of 1,998) but gave 90.97 % on the test split, under 91.0.
+DEMO_RECIPE = --max-seq-length 64 --pooling mean --learning-rate 1e-4 --num-train-epochs 2 --eval-every-steps 1000
 DEMO_TRAIN = --data-file data/so_titles/train.csv --val-file data/so_titles/val.csv \
-	--test-file data/so_titles/test.csv --bert-dir $(DEMO_DIR)/pretrained --output-dir $(DEMO_DIR) \
-	--max-seq-length 64 --pooling mean --learning-rate 1e-4 --num-train-epochs 2 --eval-every-steps 1000
+	--test-file data/so_titles/test.csv --bert-dir $(DEMO_DIR)/pretrained --output-dir $(DEMO_DIR) $(DEMO_RECIPE)
 CURL_EXAMPLE = curl -s -H "Content-Type: application/json" --request POST --data \
 	'{"X": ["Why does my code keep throwing me null pointer exception?", "I wrote a loop that i cannot exit, what am I doing wrong?"]}' \
 	http://localhost:$(api_port)/predict
@@ -278,6 +279,11 @@ demo: venv
 	@$(CURL_EXAMPLE); echo
 	@$(MAKE) --no-print-directory stop_api docker=0 api_port=$(api_port)
 	@echo "done. Serve it again with: make start_api (the newest export under models/ is served)"
+
+# "None of these", measured: the demo's recipe trained without a quarter of the tags, then the
+# AUROC of telling their titles from known ones and the floor's effect, for three scores (~5 min).
+ood: venv assets
+	$(VPY) -m bert_in_a_flask.tools.ood $(args) -- $(DEMO_RECIPE)
 
 clean_venv:
 	rm -rf .venv-*

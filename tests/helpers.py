@@ -118,9 +118,11 @@ class FakePredictor(object):
         import numpy as np
         return np.array([[0.9, 0.1] if "jvm" in t else [0.2, 0.8] for t in texts])
 
-    def predict(self, texts, client_gone=None):
-        probabilities = self.predict_proba(texts)
-        best = probabilities.argmax(axis=1)
-        return {"predictions": [self.labels[i] for i in best],
-                "prediction_probs": [float(p[i]) for p, i in zip(probabilities, best)],
-                "probabilities": [dict(zip(self.labels, map(float, p))) for p in probabilities]}
+    def predict(self, texts, client_gone=None, min_confidence=0.0, coverage=None):
+        return self.postprocess(self.predict_proba(texts), min_confidence, coverage)
+
+    # The real Predictor's postprocessing and calibration lookups, on this one's labels and config.
+    from bert_in_a_flask.serving.predictor import Predictor
+    postprocess, confidence_floor = Predictor.postprocess, Predictor.confidence_floor
+    coverage_quantiles, calibrated = Predictor.coverage_quantiles, Predictor.calibrated
+    del Predictor

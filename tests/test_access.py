@@ -30,7 +30,7 @@ def test_return_all_scores_false_leaves_out_the_probabilities(tmp_path):
 
 @pytest.mark.parametrize("body,message", [
     ({"X": ["a"], "debug": True}, 'unknown key "debug" in the body; /predict takes "X" (the list of texts), '
-                                  '"top_k" and "return_all_scores"'),
+                                  '"top_k", "return_all_scores", "min_confidence" and "coverage"'),
     ({"x": ["a"]}, 'unknown key "x" in the body'),
     ({"X": ["a"], "top_k": 0}, '"top_k" must be a positive integer, not 0'),
     ({"X": ["a"], "top_k": "3"}, '"top_k" must be a positive integer, not "3"'),
@@ -111,5 +111,6 @@ def test_openapi_documents_the_options_and_the_401():
     from bert_in_a_flask.serving.openapi import spec
     predict = spec(256)["paths"]["/predict"]["post"]
     body = predict["requestBody"]["content"]["application/json"]["schema"]
-    assert set(body["properties"]) == {"X", "top_k", "return_all_scores"} and body["additionalProperties"] is False
+    assert set(body["properties"]) == {"X", "top_k", "return_all_scores", "min_confidence", "coverage"}
+    assert body["additionalProperties"] is False
     assert "401" in predict["responses"] and json.dumps(spec(256))  # serializable

@@ -187,7 +187,10 @@ def bad_values():
               ("bert_in_a_flask.training.cli", "--warmup-proportion", "1.5"),
               ("bert_in_a_flask.training.cli", "--batch-size", "eight"),
               ("bert_in_a_flask.training.cli", "--devices", "/cpu"),
-              ("bert_in_a_flask.training.cli", "--devices", "gpu0")]
+              ("bert_in_a_flask.training.cli", "--devices", "gpu0"),
+              ("bert_in_a_flask.training.cli", "--confidence-keeps", "1.5"),
+              ("bert_in_a_flask.training.cli", "--confidence-keeps", "0"),
+              ("bert_in_a_flask.training.cli", "--calibrate", "platt")]
     return cases
 
 

@@ -15,10 +15,12 @@ def fake(tmp_path):
 
 def test_tf_serving_row_and_columnar_formats(fake):
     rows = fake.post("/v1/models/bert:predict", json={"instances": ["spring jvm", "django"]}).get_json()
-    assert rows == {"predictions": [{"label": "java", "score": 0.9, "probabilities": [0.9, 0.1]},
-                                    {"label": "python", "score": 0.8, "probabilities": [0.2, 0.8]}]}
+    assert rows == {"predictions": [{"label": "java", "score": 0.9, "probabilities": [0.9, 0.1], "accepted": True},
+                                    {"label": "python", "score": 0.8, "probabilities": [0.2, 0.8],
+                                     "accepted": True}]}
     columns = fake.post("/v1/models/bert:predict", json={"inputs": ["spring jvm"], "signature_name": "serve_text"})
-    assert columns.get_json() == {"outputs": {"label": ["java"], "score": [0.9], "probabilities": [[0.9, 0.1]]}}
+    assert columns.get_json() == {"outputs": {"label": ["java"], "score": [0.9], "probabilities": [[0.9, 0.1]],
+                                              "accepted": [True]}}
     named = fake.post("/v1/models/bert:predict", json={"inputs": {"text": ["django"]}}).get_json()
     assert named["outputs"]["label"] == ["python"]
     versioned = fake.post("/v1/models/bert/versions/1700000000:predict", json={"instances": ["django"]})
@@ -60,16 +62,29 @@ def test_open_inference_protocol_v2(fake):
     meta = fake.get("/v2/models/bert").get_json()
     assert meta["name"] == "bert" and meta["versions"] == ["1700000000"]
     assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
-    assert [o["name"] for o in meta["outputs"]] == ["label", "score", "probabilities"]
+    assert [o["name"] for o in meta["outputs"]] == ["label", "score", "probabilities", "accepted"]
     body = {"id": "q-7", "inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["spring jvm", "x"]}]}
     answer = fake.post("/v2/models/bert/infer", json=body).get_json()
     assert answer["id"] == "q-7" and answer["model_name"] == "bert" and answer["model_version"] == "1700000000"
     assert answer["outputs"] == [
         {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["java", "python"]},
         {"name": "score", "datatype": "FP32", "shape": [2], "data": [0.9, 0.8]},
-        {"name": "probabilities", "datatype": "FP32", "shape": [2, 2], "data": [0.9, 0.1, 0.2, 0.8]}]
+        {"name": "probabilities", "datatype": "FP32", "shape": [2, 2], "data": [0.9, 0.1, 0.2, 0.8]},
+        {"name": "accepted", "datatype": "BOOL", "shape": [2], "data": [True, True]}]
     body["outputs"] = [{"name": "score"}]
     assert [o["name"] for o in fake.post("/v2/models/bert/infer", json=body).get_json()["outputs"]] == ["score"]
+
+
+def test_a_text_under_the_servers_floor_has_no_label_on_both_protocols(tmp_path):
+    """MIN_CONFIDENCE 0.85: "x" (python, 0.8) is not accepted; TF Serving says null, v2 the empty label."""
+    client = create_app(settings.from_env({"MIN_CONFIDENCE": "0.85"}, LOG_FILE=str(tmp_path / "calls.log")),
+                        predictor=FakePredictor()).test_client()
+    rows = client.post("/v1/models/bert:predict", json={"instances": ["spring jvm", "x"]}).get_json()["predictions"]
+    assert [(row["label"], row["accepted"], row["score"]) for row in rows] == [("java", True, 0.9), (None, False, 0.8)]
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["spring jvm", "x"]}],
+            "outputs": [{"name": "label"}, {"name": "accepted"}]}
+    label, accepted = client.post("/v2/models/bert/infer", json=body).get_json()["outputs"]
+    assert label["data"] == ["java", ""] and accepted["data"] == [True, False]
 
 
 def test_protocol_calls_are_logged_and_counted_by_route(fake, tmp_path):

@@ -84,3 +84,69 @@ def test_rerun_resumes_from_the_latest_checkpoint(trained, tiny_bert_dir, tiny_c
     assert "Restoring parameters from" in result.stderr and "model.ckpt-%d" % last_step in result.stderr
     with open(os.path.join(out, "checkpoints", "checkpoint")) as handle:
         assert "model.ckpt-%d" % (last_step + 10) in handle.read()
+
+
+AMBIGUOUS = ["", "hello there", "how do i", "spring maven jvm", "react npm", "django pip", "python or java?",
+             "error error error", "webpack and gradle and pip"]
+
+
+def test_calibration_is_baked_into_every_path_and_moves_no_label(trained, tmp_path):
+    """The export answers softmax(log p / T) on the SavedModel and the ONNX copy alike, p being the same
+    graph's answer with the temperature set back to 1; the top label never changes."""
+    import shutil
+
+    import numpy as np
+
+    from bert_in_a_flask.serving.predictor import Predictor
+    from bert_in_a_flask.shared import calibration
+    from bert_in_a_flask.training.calibrate import set_scalars
+
+    export_dir = trained["export_dir"]
+    with open(os.path.join(export_dir, "assets.extra", "model_config.json")) as handle:
+        record = json.load(handle)["calibration"]
+    assert record["method"] == "temperature" and record["temperature"] > 0
+    assert set(record["conformal"]["quantiles"]) == {"0.8", "0.9", "0.95", "0.99"}
+    assert record["val"]["nll_after"] <= record["val"]["nll_before"] + 1e-9
+    assert 0 <= record["min_confidence"] <= calibration.MAX_FLOOR and record["min_confidence_keeps"] == 0.9
+    raw_dir = str(tmp_path / "raw" / "1")
+    shutil.copytree(export_dir, raw_dir)
+    set_scalars(raw_dir, {"temperature": 1.0, "min_confidence": 0.0})
+    raw_predictor = Predictor(raw_dir, backend="tf")
+    raw = raw_predictor.predict_proba(AMBIGUOUS)
+    raw_predictor.close()
+    expected = calibration.softmax_at(calibration.log_probabilities(raw), record["temperature"])
+    assert np.abs(expected - raw).max() > 1e-3  # the temperature does change the probabilities
+    for backend in ("tf", "onnx"):
+        predictor = Predictor(export_dir, backend=backend)
+        got = predictor.predict_proba(AMBIGUOUS)
+        predictor.close()
+        assert np.abs(got - expected).max() < 1e-4, backend
+        assert (got.argmax(axis=1) == raw.argmax(axis=1)).all(), backend
+
+
+def test_the_report_shows_calibration_and_conformal_coverage(trained):
+    report = os.path.join(trained["output_dir"], "report")
+    with open(os.path.join(report, "metrics.json")) as handle:
+        section = json.load(handle)["calibration"]
+    assert section["calibrated"] is True and section["labels_unchanged"] is True
+    assert section["nll_after"] <= section["nll_before"] + 1e-6
+    assert set(section["conformal_sets"]) == {"0.8", "0.9", "0.95", "0.99"}
+    assert all(0 <= s["coverage"] <= 1 and s["mean_set_size"] >= 0 for s in section["conformal_sets"].values())
+    assert os.path.getsize(os.path.join(report, "reliability_diagram.png")) > 0
+    assert "calibration on the test split: T" in trained["log"]
+
+
+def test_calibrate_none_keeps_the_raw_softmax_and_serves_uncalibrated(tiny_bert_dir, tiny_csv, tmp_path):
+    from helpers import TRAIN_ARGS
+
+    from bert_in_a_flask.shared.export_contract import latest_export, read_assets
+    out = str(tmp_path / "run")
+    result = run_cli("train.py", ["--data-file", tiny_csv, "--bert-dir", tiny_bert_dir, "--output-dir", out,
+                                  "--cache-dir", str(tmp_path / "cache"), "--calibrate", "none", "--skip-onnx",
+                                  "--max-steps", "60"] + TRAIN_ARGS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    export_dir = latest_export(os.path.join(out, "trained_model"))
+    assert read_assets(export_dir)[2].calibration == {}
+    assert len(os.listdir(os.path.join(out, "trained_model"))) == 1  # no second, calibrated copy
+    with open(os.path.join(out, "report", "metrics.json")) as handle:
+        assert json.load(handle)["calibration"]["calibrated"] is False

@@ -27,7 +27,8 @@ def predict():
     # One predictor for the whole request, leased until it ends: a hot reload may publish another
     # meanwhile, and the answer must name the model that computed it.
     g.predictor = leased_predictor()
-    answer = g.predictor.predict(texts, client_gone_probe())
+    min_confidence, coverage = parse_calibrated_options(body, g.predictor, config["MIN_CONFIDENCE"])
+    answer = g.predictor.predict(texts, client_gone_probe(), min_confidence, coverage)
     shape_answer(answer, top_k, all_scores)
     current_app.extensions["metrics"].observe_batch(len(texts))
     g.predictions = answer["predictions"]
@@ -95,6 +96,9 @@ def metadata():
         "truncate": config.truncate, "base_model": config.base_model, "created": config.created,
         "val_metrics": config.val_metrics, "format_version": config.format_version,
         "backend": predictor.backend_name, "onnx": config.onnx,
+        "calibrated": predictor.calibrated, "calibration": config.calibration,
+        "min_confidence": predictor.confidence_floor(settings["MIN_CONFIDENCE"]),
+        "coverage_levels": sorted(predictor.coverage_quantiles()),
         "tf_version": tf_version(), "build": {"date": settings["BUILD_DATE"], "git_sha": settings["GIT_SHA"]},
         "micro_batching": settings["MICRO_BATCHING"],
         "limits": {"max_texts": settings["MAX_TEXTS"], "max_batch_size": settings["MAX_BATCH_SIZE"],
@@ -133,7 +137,35 @@ def read_json_body(max_bytes):
         raise UserError("the body is not valid JSON (or nested too deeply)")
 
 
-PREDICT_KEYS = ("X", "top_k", "return_all_scores")
+PREDICT_KEYS = ("X", "top_k", "return_all_scores", "min_confidence", "coverage")
+
+
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_calibrated_options(body, predictor, min_confidence_setting):
+    """(the confidence floor, the coverage level or None) of a /predict body, checked against what the
+    export offers: a request's `min_confidence` in [0, 1] overrides MIN_CONFIDENCE; `coverage` must be
+    one of the levels whose conformal quantile the export stores."""
+    floor = body.get("min_confidence")
+    if floor is None:
+        floor = predictor.confidence_floor(min_confidence_setting)
+    elif not is_number(floor) or not 0.0 <= floor <= 1.0:
+        raise UserError('"min_confidence" must be a number in [0, 1], not %s' % json.dumps(floor))
+    coverage = body.get("coverage")
+    if coverage is not None:
+        levels = predictor.coverage_quantiles()
+        if not is_number(coverage) or not 0.0 < coverage < 1.0:
+            raise UserError('"coverage" must be a number in (0, 1), not %s' % json.dumps(coverage))
+        if not levels:
+            raise UserError('"coverage": this export has no conformal quantiles (it was trained with '
+                            '--calibrate none, or before calibration existed)')
+        if float(coverage) not in levels:
+            raise UserError('"coverage" %s is not offered; this export offers %s'
+                            % (json.dumps(coverage), ", ".join("%g" % level for level in sorted(levels))))
+        coverage = float(coverage)
+    return float(floor), coverage
 
 
 def parse_options(body):
@@ -163,8 +195,8 @@ def parse_texts(body, max_texts):
     if isinstance(body, dict):
         unknown = [key for key in body if key not in PREDICT_KEYS]
         if unknown:
-            raise UserError('unknown key %s in the body; /predict takes "X" (the list of texts), "top_k" and '
-                            '"return_all_scores"' % json.dumps(unknown[0]))
+            raise UserError('unknown key %s in the body; /predict takes "X" (the list of texts), "top_k", '
+                            '"return_all_scores", "min_confidence" and "coverage"' % json.dumps(unknown[0]))
     if not isinstance(body, dict) or "X" not in body:
         raise UserError('the body must be a JSON object with a list of texts under "X"')
     texts = body["X"]

@@ -26,12 +26,26 @@ def spec(max_texts, docs_page=False):
                        "top_k": {"type": "integer", "minimum": 1, "nullable": True,
                                  "description": "also answer the k best labels per text, best first (null: no)"},
                        "return_all_scores": {"type": "boolean", "default": True,
-                                             "description": "false: leave out `probabilities`"}},
+                                             "description": "false: leave out `probabilities`"},
+                       "min_confidence": {"type": "number", "minimum": 0, "maximum": 1,
+                                          "description": "texts whose top probability is under this get "
+                                                         "prediction null and a reason (default: MIN_CONFIDENCE)"},
+                       "coverage": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1,
+                                    "description": "also answer per text the smallest set of labels that holds "
+                                                   "the true one with this probability (split conformal); one of "
+                                                   "/metadata's coverage_levels (0.8, 0.9, 0.95, 0.99)"}},
     }
     predict_response = {
         "type": "object", "required": ["predictions", "prediction_probs", "model"],
         "properties": {
-            "predictions": {"type": "array", "items": {"type": "string"}},
+            "predictions": {"type": "array", "items": {"type": "string", "nullable": True},
+                            "description": "the top label, or null when its probability is under min_confidence"},
+            "min_confidence": {"type": "number", "description": "the floor applied (present when above 0)"},
+            "reasons": {"type": "array", "items": {"type": "string", "nullable": True},
+                        "description": "why a prediction is null (null where it is not)"},
+            "coverage": {"type": "number"},
+            "prediction_sets": {"type": "array", "items": {"type": "array", "items": {"type": "string"}},
+                                "description": "with coverage: the labels of each text's conformal set"},
             "prediction_probs": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}},
             "probabilities": {"type": "array", "items": {"type": "object",
                                                          "additionalProperties": {"type": "number"}}},
@@ -80,7 +94,8 @@ def spec(max_texts, docs_page=False):
                                "outputs": {"type": "array", "items": {
                                    "type": "object", "required": ["name"],
                                    "properties": {"name": {"type": "string",
-                                                           "enum": ["label", "score", "probabilities"]}}}},
+                                                           "enum": ["label", "score", "probabilities",
+                                                                    "accepted"]}}}},
                                "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
                                    "type": "object", "required": ["name", "datatype", "shape", "data"],
                                    "properties": {"name": {"type": "string", "enum": ["text"]},

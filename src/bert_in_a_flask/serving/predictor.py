@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from ..shared import calibration
 from ..shared.errors import UserError
 from ..shared.export_contract import read_assets, resolve_export
 from ..shared.text import TextEncoder, build_tokenizer
@@ -132,13 +133,45 @@ class Predictor(object):
             input_mask[row, :len(ids)] = 1
         return self.backend.run(input_ids, input_mask, np.zeros_like(input_ids))
 
-    def postprocess(self, probabilities):
+    def postprocess(self, probabilities, min_confidence=0.0, coverage=None):
+        """The answer: the top label per text (None under `min_confidence`, with a reason), its
+        probability, every label's; with `coverage` (one of coverage_levels()), the conformal
+        prediction set per text."""
         best = probabilities.argmax(axis=1)
-        return {
-            "predictions": [self.labels[i] for i in best],
-            "prediction_probs": [float(p[i]) for p, i in zip(probabilities, best)],
+        top = [float(p[i]) for p, i in zip(probabilities, best)]
+        answer = {
+            "predictions": [self.labels[i] if score >= min_confidence else None for i, score in zip(best, top)],
+            "prediction_probs": top,
             "probabilities": [dict(zip(self.labels, map(float, p))) for p in probabilities],
         }
+        if min_confidence > 0:
+            answer["min_confidence"] = min_confidence
+            answer["reasons"] = [None if score >= min_confidence else
+                                 "top probability %.3f is under min_confidence %g" % (score, min_confidence)
+                                 for score in top]
+        if coverage is not None:
+            sets = calibration.prediction_sets(probabilities, self.coverage_quantiles()[coverage])
+            answer["coverage"] = coverage
+            answer["prediction_sets"] = [[self.labels[i] for i in chosen] for chosen in sets]
+        return answer
+
+    # --- what the export's calibration offers ---------------------------------------------------
+
+    @property
+    def calibrated(self):
+        return bool(self.config.calibration)
+
+    def confidence_floor(self, setting):
+        """The floor a MIN_CONFIDENCE setting means for this export: "export" is its calibration's
+        (0 for an uncalibrated export), a number is itself."""
+        if setting == "export":
+            return float(self.config.calibration.get("min_confidence", 0.0))
+        return float(setting)
+
+    def coverage_quantiles(self):
+        """{coverage level: conformal quantile} the export stores (empty when uncalibrated)."""
+        stored = self.config.calibration.get("conformal", {}).get("quantiles", {})
+        return {float(level): float(q) for level, q in stored.items()}
 
     # --- conveniences -----------------------------------------------------------------------
 
@@ -149,8 +182,8 @@ class Predictor(object):
             return self._batcher.run(len(texts), lambda: self.preprocess(texts), client_gone)
         return self.forward_sorted(self.preprocess(texts))
 
-    def predict(self, texts, client_gone=None):
-        return self.postprocess(self.predict_proba(texts, client_gone))
+    def predict(self, texts, client_gone=None, min_confidence=0.0, coverage=None):
+        return self.postprocess(self.predict_proba(texts, client_gone), min_confidence, coverage)
 
     def close(self):
         if self._batcher is not None:

@@ -2,17 +2,21 @@
 
     TensorFlow Serving REST (https://www.tensorflow.org/tfx/serving/api_rest)
         POST /v1/models/<model_name:name>:predict
-                                            {"instances": [texts]}  -> {"predictions": [{label, score, probabilities}]}
+                                            {"instances": [texts]}  -> {"predictions": [{label, score,
+                                                                        probabilities, accepted}]}
                                             {"inputs": [texts]}     -> {"outputs": {label: [..], score: [..],
-                                                                                    probabilities: [[..]]}}
+                                                                                    probabilities: [[..]],
+                                                                                    accepted: [..]}}
         POST /v1/models/<name>/versions/<version>:predict   the same, for the version served
         GET  /v1/models/<name>              {"model_version_status": [{"version", "state", "status"}]}
     KServe / open inference protocol v2 (https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/)
         GET  /v2/health/live, /v2/health/ready, /v2/models/<name>, /v2/models/<name>/ready
         POST /v2/models/<name>/infer        one BYTES input "text" -> BYTES "label", FP32 "score",
-                                            FP32 "probabilities" [n, labels] (row-major data)
+                                            FP32 "probabilities" [n, labels] (row-major data), BOOL "accepted"
 
-The outputs are the export's `serve_text` signature's (labels in labels.json order). <name> is
+The outputs are the export's `serve_text` signature's (labels in labels.json order). `accepted` is
+false where the score is under the server's confidence floor (MIN_CONFIDENCE); that text's label is
+null (TF Serving) or "" (v2, whose BYTES tensors have no null). <name> is
 MODEL_NAME; another name is a 404. Errors keep our JSON shape ({"error", "request_id"}).
 """
 import os
@@ -73,12 +77,16 @@ def body_object(allowed):
 
 
 def classify(predictor, texts):
-    """(labels, scores, probability rows in label order) of `texts`, logged like /predict's."""
+    """(labels, scores, probability rows in label order, accepted) of `texts`, logged like /predict's.
+    A text whose score is under the server's floor (MIN_CONFIDENCE) is not accepted: its label is None."""
     probabilities = predictor.predict_proba(texts, client_gone_probe())
     best = probabilities.argmax(axis=1)
-    labels = [predictor.labels[i] for i in best]
+    scores = [float(p[i]) for p, i in zip(probabilities, best)]
+    floor = predictor.confidence_floor(current_app.config["MIN_CONFIDENCE"])
+    accepted = [score >= floor for score in scores]
+    labels = [predictor.labels[i] if ok else None for i, ok in zip(best, accepted)]
     g.n_texts, g.characters, g.predictions = len(texts), sum(len(t) for t in texts), labels
-    return labels, [float(p[i]) for p, i in zip(probabilities, best)], probabilities.tolist()
+    return labels, scores, probabilities.tolist(), accepted
 
 
 # --- TensorFlow Serving REST ------------------------------------------------------------------
@@ -93,16 +101,16 @@ def tf_serving_predict(name, version=None):
         raise UserError('send the texts as either "instances" (row format) or "inputs" (columnar), not both')
     predictor = served(name, version)
     if "instances" in body:
-        labels, scores, rows = classify(predictor, checked_texts(body["instances"], '"instances"'))
-        return jsonify({"predictions": [{"label": label, "score": score, "probabilities": row}
-                                        for label, score, row in zip(labels, scores, rows)]})
+        labels, scores, rows, accepted = classify(predictor, checked_texts(body["instances"], '"instances"'))
+        return jsonify({"predictions": [{"label": label, "score": score, "probabilities": row, "accepted": ok}
+                                        for label, score, row, ok in zip(labels, scores, rows, accepted)]})
     inputs = body["inputs"]
     if isinstance(inputs, dict):  # {"inputs": {"text": [...]}}, the named-input columnar form
         if set(inputs) != {"text"}:
             raise UserError('"inputs" must name the one input "text", not %s' % ", ".join(sorted(inputs)))
         inputs = inputs["text"]
-    labels, scores, rows = classify(predictor, checked_texts(inputs, '"inputs"'))
-    return jsonify({"outputs": {"label": labels, "score": scores, "probabilities": rows}})
+    labels, scores, rows, accepted = classify(predictor, checked_texts(inputs, '"inputs"'))
+    return jsonify({"outputs": {"label": labels, "score": scores, "probabilities": rows, "accepted": accepted}})
 
 
 @protocols.route("/v1/models/<model_name:name>", methods=["GET"])
@@ -148,12 +156,13 @@ def v2_metadata(name):
         "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
         "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]},
                     {"name": "score", "datatype": "FP32", "shape": [-1]},
-                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(predictor.labels)]}],
+                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(predictor.labels)]},
+                    {"name": "accepted", "datatype": "BOOL", "shape": [-1]}],
         "parameters": {"labels": predictor.labels, "model": model_name(predictor)},
     })
 
 
-V2_OUTPUTS = ("label", "score", "probabilities")
+V2_OUTPUTS = ("label", "score", "probabilities", "accepted")
 
 
 @protocols.route("/v2/models/<model_name:name>/infer", methods=["POST"])
@@ -171,9 +180,11 @@ def v2_infer(name, version=None):
     if not isinstance(wanted, list) or not all(isinstance(o, dict) and o.get("name") in V2_OUTPUTS for o in wanted):
         raise UserError('"outputs" must list some of %s as {"name": ...}' % ", ".join(V2_OUTPUTS))
     predictor = served(name, version)
-    labels, scores, rows = classify(predictor, texts)
-    tensors = {
-        "label": {"name": "label", "datatype": "BYTES", "shape": [len(texts)], "data": labels},
+    labels, scores, rows, accepted = classify(predictor, texts)
+    tensors = {  # BYTES has no null: a text under the floor has the empty label and accepted false
+        "label": {"name": "label", "datatype": "BYTES", "shape": [len(texts)],
+                  "data": [label if label is not None else "" for label in labels]},
+        "accepted": {"name": "accepted", "datatype": "BOOL", "shape": [len(texts)], "data": accepted},
         "score": {"name": "score", "datatype": "FP32", "shape": [len(texts)], "data": scores},
         "probabilities": {"name": "probabilities", "datatype": "FP32", "shape": [len(texts), len(predictor.labels)],
                           "data": [p for row in rows for p in row]},

@@ -16,6 +16,9 @@ SETTINGS = (
     ("MAX_BATCH_SIZE", 32, "texts per forward pass at most (sorted by length, cuts planned; `make bench` sweeps it)"),
     ("MAX_TEXTS", 256, "texts per request; more: 413"),
     ("MAX_CONTENT_LENGTH", 2 * 1024 * 1024, "bytes per request body; more: 413"),
+    ("MIN_CONFIDENCE", "export", "answers whose top probability is under this get prediction null and a reason: "
+                                 "a number in [0, 1], or export (the floor the export's calibration chose; 0 for "
+                                 "an uncalibrated export); a request's min_confidence overrides it"),
     ("MICRO_BATCHING", True, "coalesce concurrent requests into shared forward passes"),
     ("MICRO_BATCH_WAIT_MS", 2, "how long the first queued text waits for company, after a shared pass"),
     ("PREDICT_TIMEOUT_S", 30, "a request waits at most this long for its forward pass (then 503)"),
@@ -55,6 +58,8 @@ TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 def _convert(name, default, raw):
     """The environment's text as the default's type; a UserError naming the variable otherwise."""
+    if name == "MIN_CONFIDENCE":
+        return min_confidence_setting(raw)
     if isinstance(default, bool):
         word = raw.strip().lower()
         if word not in TRUE + FALSE:
@@ -79,6 +84,19 @@ def _convert(name, default, raw):
                             % (name, "a positive integer" if minimum else "an integer >= 0", raw))
         return value
     return raw
+
+
+def min_confidence_setting(raw):
+    """MIN_CONFIDENCE: "export", or a number in [0, 1]."""
+    if raw.strip().lower() == "export":
+        return "export"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise UserError("MIN_CONFIDENCE must be export or a number in [0, 1], not %r" % raw)
+    return value
 
 
 def from_env(environ=None, **overrides):

@@ -40,6 +40,7 @@ positive_int = _number(int, "a positive integer", lambda v: v > 0)
 non_negative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
 positive_float = _number(float, "a positive number", lambda v: 0 < v < float("inf"))
 fraction = _number(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+share = _number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
 
 
 def at_least(minimum):

@@ -25,7 +25,9 @@ SIGNATURE_INPUTS = ("input_ids", "input_mask", "segment_ids")
 SIGNATURE_OUTPUT = "probabilities"
 # The raw-text signature: strings in (TEXT_INPUT), TEXT_OUTPUTS out; tokenized inside the graph.
 TEXT_SIGNATURE, TEXT_INPUT = "serve_text", "text"
-TEXT_OUTPUTS = ("probabilities", "label", "score")
+TEXT_OUTPUTS = ("probabilities", "label", "score", "accepted")  # accepted: score >= the export's floor
+# The graph's calibration scalars (model.py), set in the export by the trainer's calibration step.
+CALIBRATION_SCOPE, TEMPERATURE_VARIABLE, MIN_CONFIDENCE_VARIABLE = "calibration", "temperature", "min_confidence"
 POOLINGS = ("cls", "mean")
 FORMAT_VERSION = 1  # 0: exports written before model_config.json had a version (still loaded)
 
@@ -51,6 +53,10 @@ class ExportConfig(object):
     # The ONNX copy's record: sha256, opset, converter, and its agreement with the SavedModel
     # (verified, max_abs_diff, label_agreement, n_texts, verified_on). Empty: none.
     onnx: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Temperature scaling, the confidence floor and the conformal quantiles fitted on the validation
+    # split (training/calibrate.py): method, temperature, min_confidence (+ the share it keeps),
+    # conformal {score, quantiles {level: q}}, and ECE/NLL before and after. Empty: uncalibrated.
+    calibration: Dict[str, Any] = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -70,7 +76,7 @@ class ExportConfig(object):
         for field in ("base_model", "created", "data_file", "data_sha256", "tf_version"):
             if not isinstance(getattr(self, field), str):
                 bad(field, "a string")
-        for field in ("val_metrics", "bert_config", "onnx"):
+        for field in ("val_metrics", "bert_config", "onnx", "calibration"):
             if not isinstance(getattr(self, field), dict):
                 bad(field, "a JSON object")
         if not _is_int(self.format_version) or self.format_version > FORMAT_VERSION:

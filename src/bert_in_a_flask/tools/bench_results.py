@@ -35,13 +35,18 @@ def cpu_model():
     return "unknown CPU"
 
 
-def write_results(header, table, tf_version, only):
-    cpu = cpu_model()
-    name = "%s-tf%s%s" % (re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-"), tf_version.rsplit(".", 1)[0],
-                          "" if only == "all" else "-" + only)
+def results_path(kind, tf_version, suffix=""):
+    """docs/bench/[<kind>-]<cpu>-tf<major.minor>[-<suffix>].md: one results file per tool, CPU and runtime."""
+    name = "%s%s-tf%s%s" % (kind + "-" if kind else "", re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-"),
+                            tf_version.rsplit(".", 1)[0], "-" + suffix if suffix else "")
     folder = os.path.join(ROOT, "docs", "bench")
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, name + ".md")
+    return os.path.join(folder, name + ".md")
+
+
+def write_results(header, table, tf_version, only):
+    cpu = cpu_model()
+    path = results_path("", tf_version, "" if only == "all" else only)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("# `make bench`%s on %s\n\n%s, %s; %s.\n\n%s\n" % (
             "" if only == "all" else " (--only %s)" % only, cpu, time.strftime("%Y-%m-%d"), header,

@@ -11,7 +11,8 @@ import logging
 import re
 import sys
 
-from ..shared.cli import ArgumentParser, at_least, fraction, non_negative_int, positive_float, positive_int
+from ..shared.cli import ArgumentParser, at_least, fraction, non_negative_int, positive_float, positive_int, share
+from ..shared.calibration import CALIBRATIONS
 from ..shared.errors import run_cli
 from ..shared.export_contract import POOLINGS
 from ..shared.text import MIN_SEQ_LENGTH, TRUNCATIONS
@@ -93,6 +94,12 @@ def parse_args(argv=None):
     run.add_argument("--quantize", choices=("none", "int8"), default="none",
                      help="int8: also write model.int8.onnx (dynamic quantization), kept if its validation "
                           "accuracy is within 0.5 points of fp32's; served with QUANTIZE=int8")
+    run.add_argument("--calibrate", choices=CALIBRATIONS, default="temperature",
+                     help="temperature: fit one temperature on the validation split and bake it into the export "
+                          "(calibrated probabilities on every path; labels unchanged), with the confidence floor "
+                          "and conformal quantiles; none: the raw softmax, no floor, no prediction sets")
+    run.add_argument("--confidence-keeps", type=share, default=0.9,
+                     help="the confidence floor keeps this share of validation texts (the rest: prediction null)")
     args = parser.parse_args(argv)
     if args.quantize != "none" and args.skip_onnx:
         parser.error("--quantize %s quantizes the ONNX copy, which --skip-onnx turns off" % args.quantize)

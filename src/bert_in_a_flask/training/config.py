@@ -47,6 +47,8 @@ class TrainingConfig(object):
     skip_report: bool
     skip_onnx: bool
     quantize: str  # none | int8 (onnx_quantize.QUANTIZATIONS)
+    calibrate: str  # temperature | none (shared/calibration.CALIBRATIONS)
+    confidence_keeps: float  # the share of validation texts the confidence floor keeps
 
     @classmethod
     def from_args(cls, args):

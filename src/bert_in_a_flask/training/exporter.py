@@ -34,6 +34,12 @@ class BestCheckpointsExporter(tf.estimator.Exporter):
         """{"loss", "step", "export_dir", "metrics"} of the best export so far, or None."""
         return load_json(self._state_file) if os.path.isfile(self._state_file) else None
 
+    def replace_best(self, export_dir):
+        """Record `export_dir` (the best export rewritten, e.g. calibrated) as the best; returns the record."""
+        best = dict(self.best(), export_dir=export_dir)
+        save_json(best, self._state_file)
+        return best
+
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
         loss = float(eval_result[self._metric_key])
         step = int(eval_result[tf.GraphKeys.GLOBAL_STEP])

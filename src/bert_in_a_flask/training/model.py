@@ -6,11 +6,14 @@ import os
 from bert import modeling, run_classifier
 
 from ..shared.errors import UserError
-from ..shared.export_contract import TEXT_SIGNATURE
+from ..shared.export_contract import CALIBRATION_SCOPE, MIN_CONFIDENCE_VARIABLE, TEMPERATURE_VARIABLE, TEXT_SIGNATURE
 from ..shared.tf_compat import tf
 from .optimization import create_train_op
 
 log = logging.getLogger(__name__)
+
+# Tensors of the exported graph that tools/ood.py reads (no signature carries them).
+LOGITS_TENSOR, POOLED_TENSOR = "logits:0", "pooled_features:0"
 
 EXACT_GELU = "gelu_exact"  # bert's "gelu" is the tanh approximation; MiniLM was trained with erf
 
@@ -58,6 +61,7 @@ def create_classifier(bert_config, is_training, features, labels, num_labels, po
                                features["segment_ids"])
     mask = tf.cast(features["input_mask"], tf.float32)[:, :, None]
     pooled = tf.reduce_sum(model.get_sequence_output() * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+    pooled = tf.identity(pooled, name=POOLED_TENSOR.split(":")[0])  # named for tools/ood.py's centroid score
     return softmax_head(pooled, labels, num_labels, is_training)
 
 
@@ -103,6 +107,15 @@ def streaming_macro_f1(labels, predictions, num_labels):
     return macro_f1(matrix), macro_f1(update)
 
 
+def calibration_variables():
+    """(temperature, min_confidence): scalars every graph holds (so checkpoints and exports do), 1 and 0
+    until calibrate.py sets them in the export from the validation split. Not trained."""
+    with tf.variable_scope(CALIBRATION_SCOPE):
+        return tuple(tf.get_variable(name, shape=[], dtype=tf.float32, trainable=False,
+                                     initializer=tf.constant_initializer(value))
+                     for name, value in ((TEMPERATURE_VARIABLE, 1.0), (MIN_CONFIDENCE_VARIABLE, 0.0)))
+
+
 def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_rate=5e-5,
                      num_train_steps=1, num_warmup_steps=0, pooling="cls", use_amp=False, label_names=None):
     """The estimator's model_fn (TRAIN, EVAL and PREDICT) for a `num_labels`-way classifier. With
@@ -110,19 +123,25 @@ def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_
 
     def model_fn(features, labels, mode, params=None):
         is_training = mode == tf.estimator.ModeKeys.TRAIN
-        loss, per_example_loss, _, probabilities = create_classifier(
+        loss, per_example_loss, logits, probabilities = create_classifier(
             bert_config, is_training, features, labels, num_labels, pooling)
         if is_training:
             log.info("warm start: %d variables from %s", warm_start_from(init_checkpoint), init_checkpoint)
         class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        temperature, min_confidence = calibration_variables()
 
         if mode == tf.estimator.ModeKeys.PREDICT:
+            tf.identity(logits, name=LOGITS_TENSOR.split(":")[0])  # named for tools/ood.py's energy score
+            # Exports answer calibrated probabilities: softmax(log p / T) = softmax(logits / T), and
+            # the argmax (class_ids) is the same for every T > 0.
+            probabilities = tf.nn.softmax(tf.math.log(tf.maximum(probabilities, 1e-30)) / temperature, axis=-1)
+            score = tf.reduce_max(probabilities, axis=-1)
             export_outputs = {"serving_default": tf.estimator.export.PredictOutput({"probabilities": probabilities})}
             if label_names is not None:
                 export_outputs[TEXT_SIGNATURE] = tf.estimator.export.PredictOutput({
                     "probabilities": probabilities,
                     "label": tf.gather(tf.constant(list(label_names)), class_ids),
-                    "score": tf.reduce_max(probabilities, axis=-1)})
+                    "score": score, "accepted": score >= min_confidence})
             return tf.estimator.EstimatorSpec(
                 mode, predictions={"probabilities": probabilities, "class_ids": class_ids},
                 export_outputs=export_outputs)

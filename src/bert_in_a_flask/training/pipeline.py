@@ -1,5 +1,5 @@
 """The trainer's path, one named step each: load and check -> records -> estimator and exporter ->
-train and evaluate -> the best export (+ its ONNX copy) -> the report. cli.py parses the flags
+train and evaluate -> the best export, calibrated (+ its ONNX copy) -> the report. cli.py parses the flags
 into a TrainingConfig and calls `train`.
 """
 import logging
@@ -12,6 +12,7 @@ from ..shared.errors import UserError
 from ..shared.text import TextEncoder
 from ..shared.tf_compat import TF_VERSION
 from . import data, pretrained, records
+from .calibrate import calibrate_export
 from .estimator import build_estimator, cluster_from_env, train_and_evaluate, training_devices
 from .export import AssetsWriter, export_config_for, name_signatures, serving_input_receiver_fn_builder
 from .exporter import BestCheckpointsExporter
@@ -30,7 +31,7 @@ class Inputs(object):
 
 
 def train(config):
-    """The data's path: load -> records -> estimator -> train -> export -> report. Returns the best
+    """The data's path: load -> records -> estimator -> train -> export -> calibrate -> report. Returns the best
     export's record (None on a cluster task that does not write the outputs)."""
     inputs = load_and_check(config)
     if config.overwrite:
@@ -47,6 +48,9 @@ def train(config):
         logging.info("%s: training done; the evaluator exports the best model and writes the report", inputs.cluster)
         return None
     best = best_export(exporter)
+    if config.calibrate == "temperature":
+        best = exporter.replace_best(calibrate_export(best["export_dir"], list(inputs.splits.val["text"]),
+                                                      list(inputs.splits.val["label"]), config.confidence_keeps))
     baseline = onnx_copy_and_baseline(config, inputs.splits, best["export_dir"])
     if not config.skip_report:
         report(best["export_dir"], inputs.splits, inputs.paths["report"], baseline)

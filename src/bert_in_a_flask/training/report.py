@@ -1,5 +1,6 @@
 """Test-split report for an export: metrics.json, classification_report.txt,
-confusion_matrix.png (row-normalised) and a TF-IDF + linear SVM baseline on the same split."""
+confusion_matrix.png (row-normalised), reliability_diagram.png and the calibration figures
+(report_calibration.py), and a TF-IDF + linear SVM baseline on the same split."""
 import logging
 import os
 
@@ -11,6 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.svm import LinearSVC
 
 from ..shared.files import save_json
+from . import report_calibration
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,8 @@ def write_report(predictor, splits, report_dir, baseline_accuracy=None):
     metrics = classification_metrics(y_true, probabilities, predictor.labels)
     metrics["tfidf_svm_accuracy"] = (tfidf_svm_baseline(splits.train, splits.test) if baseline_accuracy is None
                                      else baseline_accuracy)
+    metrics["calibration"] = report_calibration.calibration_metrics(y_true, probabilities,
+                                                                    predictor.config.calibration)
     metrics["export_dir"] = predictor.export_dir
     metrics["counts"] = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}
     save_json(metrics, os.path.join(report_dir, "metrics.json"))
@@ -83,6 +87,9 @@ def write_report(predictor, splits, report_dir, baseline_accuracy=None):
                                            target_names=predictor.labels, digits=4, zero_division=0))
     plot_confusion_matrix(y_true, probabilities.argmax(axis=1), predictor.labels,
                           os.path.join(report_dir, "confusion_matrix.png"))
+    report_calibration.plot_reliability(y_true, probabilities, predictor.config.calibration,
+                                        os.path.join(report_dir, "reliability_diagram.png"))
+    log.info(report_calibration.describe(metrics["calibration"]))
     log.info("test accuracy: BERT %.4f | TF-IDF + linear SVM %.4f  (macro-F1 %.4f, loss %.4f); report in %s",
              metrics["accuracy"], metrics["tfidf_svm_accuracy"], metrics["macro_f1"], metrics["loss"],
              report_dir)

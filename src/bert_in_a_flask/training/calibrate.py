@@ -1,0 +1,107 @@
+"""The trainer's calibration step: after training, on the validation split, fit the temperature, pick
+the confidence floor and the conformal quantiles (shared/calibration.py), and write them into a new
+export beside the best one: the graph's calibration scalars (model.py) are set in its variables, so
+serving_default, serve_text and the ONNX copy converted from it all answer the calibrated
+probabilities, and model_config.json's `calibration` record says what was fitted and how much it
+helped. The new export gets a newer timestamp and is complete before the uncalibrated one is removed,
+so a server watching the folder never sees half of it.
+"""
+import dataclasses
+import logging
+import os
+import shutil
+import time
+
+import numpy as np
+
+from ..serving.backends import register_text_ops
+from ..serving.predictor import Predictor
+from ..shared import calibration
+from ..shared.errors import UserError
+from ..shared.export_contract import (ASSETS_EXTRA, CALIBRATION_SCOPE, MIN_CONFIDENCE_VARIABLE, MODEL_CONFIG_FILE,
+                                      TEMPERATURE_VARIABLE, read_assets)
+
+log = logging.getLogger(__name__)
+
+
+
+def calibrate_export(export_dir, texts, labels, keep_share):
+    """Fit on the labelled validation `texts` and write the calibrated export; returns its folder (the
+    same folder when it is calibrated already: a rerun that found no better model)."""
+    predictor = Predictor(export_dir, backend="tf")  # the uncalibrated graph (T = 1)
+    try:
+        if predictor.config.calibration:
+            log.info("calibration: %s is calibrated already (T %.3f)", export_dir,
+                     predictor.config.calibration["temperature"])
+            return export_dir
+        index = {label: i for i, label in enumerate(predictor.labels)}
+        y = np.array([index[label] for label in labels])
+        raw = predictor.forward_sorted(predictor.preprocess(list(texts)))
+    finally:
+        predictor.close()
+    record = fit(raw, y, keep_share)
+    calibrated_dir = write_calibrated_export(export_dir, record)
+    log.info("calibration: T %.3f; validation ECE %.4f -> %.4f, NLL %.4f -> %.4f; floor %.3f keeps %.0f%%; "
+             "wrote %s", record["temperature"], record["val"]["ece_before"], record["val"]["ece_after"],
+             record["val"]["nll_before"], record["val"]["nll_after"], record["min_confidence"],
+             100 * keep_share, calibrated_dir)
+    return calibrated_dir
+
+
+def fit(raw_probabilities, y, keep_share):
+    """The `calibration` record for the uncalibrated probabilities of labelled texts (label indices `y`)."""
+    logits = calibration.log_probabilities(raw_probabilities)
+    temperature = calibration.fit_temperature(logits, y)
+    calibrated = calibration.softmax_at(logits, temperature)
+    return {
+        "method": "temperature", "temperature": temperature,
+        "min_confidence": calibration.confidence_floor(calibrated, keep_share), "min_confidence_keeps": keep_share,
+        "conformal": {"score": "lac", "n": int(len(y)), "quantiles": {
+            str(level): calibration.conformal_quantile(calibrated, y, level) for level in calibration.COVERAGE_LEVELS}},
+        "val": {"n": int(len(y)), "ece_bins": calibration.ECE_BINS,
+                "ece_before": calibration.ece(raw_probabilities, y), "ece_after": calibration.ece(calibrated, y),
+                "nll_before": calibration.nll(raw_probabilities, y), "nll_after": calibration.nll(calibrated, y)},
+    }
+
+
+def write_calibrated_export(export_dir, record):
+    """A copy of `export_dir` under a newer timestamp with the scalars set and the record written;
+    the uncalibrated export is removed once the copy is complete."""
+    root = os.path.dirname(export_dir)
+    stamp = max(int(time.time()), int(os.path.basename(export_dir)) + 1)
+    while os.path.exists(os.path.join(root, str(stamp))):
+        stamp += 1
+    staging = os.path.join(root, "temp-calibrated-%d" % stamp)  # not all digits: never taken for an export
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(export_dir, staging)
+    try:
+        set_scalars(staging, {TEMPERATURE_VARIABLE: record["temperature"],
+                              MIN_CONFIDENCE_VARIABLE: record["min_confidence"]})
+        _, _, config = read_assets(staging)
+        dataclasses.replace(config, calibration=record).write(os.path.join(staging, ASSETS_EXTRA, MODEL_CONFIG_FILE))
+        final = os.path.join(root, str(stamp))
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(export_dir)
+    return final
+
+
+def set_scalars(export_dir, values):
+    """Assign the calibration scope's scalars in the SavedModel's variables, saved with its own saver."""
+    from ..shared.tf_compat import tf
+
+    register_text_ops()
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        meta = tf.saved_model.loader.load(session, ["serve"], export_dir)
+        by_name = {variable.op.name: variable for variable in tf.global_variables()}
+        for name, value in values.items():
+            full = "%s/%s" % (CALIBRATION_SCOPE, name)
+            if full not in by_name:
+                raise UserError("%s has no %s variable (exported by an older trainer); train again or use "
+                                "--calibrate none" % (export_dir, full))
+            by_name[full].load(value, session)
+        saver = tf.train.Saver(saver_def=meta.saver_def)
+        saver.save(session, os.path.join(export_dir, "variables", "variables"), write_meta_graph=False,
+                   write_state=False)
