@@ -23,11 +23,18 @@ def test_original_request_gets_the_documented_answer(client):
     response = post(client, ORIGINAL_BODY)
     assert response.status_code == 200
     answer = response.get_json()
-    assert set(answer) == {"predictions", "prediction_probs", "probabilities", "model"}
-    assert len(answer["predictions"]) == 2 and all(p in ("java", "javascript", "python") for p in answer["predictions"])
-    for probs, top, label in zip(answer["probabilities"], answer["prediction_probs"], answer["predictions"]):
+    # The export is calibrated, so its confidence floor applies: a text under it has no label and a reason.
+    assert set(answer) == {"predictions", "prediction_probs", "probabilities", "model", "min_confidence", "reasons"}
+    assert len(answer["predictions"]) == 2
+    assert all(p in ("java", "javascript", "python", None) for p in answer["predictions"])
+    for probs, top, label, reason in zip(answer["probabilities"], answer["prediction_probs"], answer["predictions"],
+                                         answer["reasons"]):
         assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
-        assert top == max(probs.values()) == probs[label]
+        assert top == max(probs.values())
+        if label is None:
+            assert top < answer["min_confidence"] and "under min_confidence" in reason
+        else:
+            assert probs[label] == top and reason is None
     assert answer["model"].startswith("bert-L2-H32-A2-uncased/")  # what the base model is, then the export
     assert response.headers["X-Request-ID"]
 
@@ -103,11 +110,14 @@ def test_server_fault_is_a_json_500_with_the_traceback_in_the_log(app, predictor
         def __init__(self):
             self.calls = 0
 
-        def predict(self, texts, client_gone=None):
+        def predict(self, texts, client_gone=None, min_confidence=0.0, coverage=None):
             self.calls += 1
             if self.calls > 1:  # the warm-up call passes, the request fails
                 raise RuntimeError("disk on fire")
             return predictor.predict(texts)
+
+        def confidence_floor(self, setting):
+            return predictor.confidence_floor(setting)
 
     broken = create_app(settings.from_env({}, LOG_FILE=app.config["LOG_FILE"]), predictor=Broken()).test_client()
     response = post(broken, ORIGINAL_BODY)

@@ -555,11 +555,14 @@ def test_a_user_error_raised_while_answering_is_a_4xx_json(predictor, tmp_path):
         def __init__(self):
             self.calls = 0
 
-        def predict(self, texts, client_gone=None):
+        def predict(self, texts, client_gone=None, min_confidence=0.0, coverage=None):
             self.calls += 1
             if self.calls > 1:  # after the warm-up
                 raise UserError("text 0 is in a language this model was not trained on", 422)
             return predictor.predict(texts)
+
+        def confidence_floor(self, setting):
+            return predictor.confidence_floor(setting)
 
     client = create_app(settings.from_env({}, LOG_FILE=str(tmp_path / "c.log")), predictor=Picky()).test_client()
     response = client.post("/predict", json={"X": ["hola"]})
