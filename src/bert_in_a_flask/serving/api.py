@@ -23,11 +23,12 @@ def predict():
     body = read_json_body(config["MAX_CONTENT_LENGTH"])
     texts = parse_texts(body, config["MAX_TEXTS"])
     top_k, all_scores = parse_options(body)
+    min_confidence, coverage = parse_calibrated_options(body)
     g.n_texts, g.characters = len(texts), sum(len(t) for t in texts)
     # One predictor for the whole request, leased until it ends: a hot reload may publish another
     # meanwhile, and the answer must name the model that computed it.
     g.predictor = leased_predictor()
-    min_confidence, coverage = parse_calibrated_options(body, g.predictor, config["MIN_CONFIDENCE"])
+    min_confidence, coverage = offered_by(g.predictor, min_confidence, coverage, config["MIN_CONFIDENCE"])
     answer = g.predictor.predict(texts, client_gone_probe(), min_confidence, coverage)
     shape_answer(answer, top_k, all_scores)
     current_app.extensions["metrics"].observe_batch(len(texts))
@@ -144,20 +145,24 @@ def is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def parse_calibrated_options(body, predictor, min_confidence_setting):
-    """(the confidence floor, the coverage level or None) of a /predict body, checked against what the
-    export offers: a request's `min_confidence` in [0, 1] overrides MIN_CONFIDENCE; `coverage` must be
-    one of the levels whose conformal quantile the export stores."""
-    floor = body.get("min_confidence")
+def parse_calibrated_options(body):
+    """(min_confidence or None, coverage or None) of a /predict body: a number in [0, 1], a number in
+    (0, 1); checked before any model is leased."""
+    floor, coverage = body.get("min_confidence"), body.get("coverage")
+    if floor is not None and (not is_number(floor) or not 0.0 <= floor <= 1.0):
+        raise UserError('"min_confidence" must be a number in [0, 1], not %s' % json.dumps(floor))
+    if coverage is not None and (not is_number(coverage) or not 0.0 < coverage < 1.0):
+        raise UserError('"coverage" must be a number in (0, 1), not %s' % json.dumps(coverage))
+    return floor, coverage
+
+
+def offered_by(predictor, floor, coverage, min_confidence_setting):
+    """(the confidence floor, the coverage level or None) for this export: without a request's floor,
+    MIN_CONFIDENCE's; a coverage level must be one whose conformal quantile the export stores."""
     if floor is None:
         floor = predictor.confidence_floor(min_confidence_setting)
-    elif not is_number(floor) or not 0.0 <= floor <= 1.0:
-        raise UserError('"min_confidence" must be a number in [0, 1], not %s' % json.dumps(floor))
-    coverage = body.get("coverage")
     if coverage is not None:
         levels = predictor.coverage_quantiles()
-        if not is_number(coverage) or not 0.0 < coverage < 1.0:
-            raise UserError('"coverage" must be a number in (0, 1), not %s' % json.dumps(coverage))
         if not levels:
             raise UserError('"coverage": this export has no conformal quantiles (it was trained with '
                             '--calibrate none, or before calibration existed)')
