@@ -15,8 +15,8 @@ from ..shared.cli import ArgumentParser, at_least, positive_float, positive_int
 from ..shared.export_contract import latest_export
 from ..training.onnx_export import convert
 from .bench_results import print_table
-from .bench_serving import latency_load_and_memory_rows, micro_batching_with_wrk, peer_rows, predict_call_stages, \
-    serving_backends, serving_rows
+from .bench_serving import calibration_cost_rows, latency_load_and_memory_rows, micro_batching_with_wrk, peer_rows, \
+    predict_call_stages, serving_backends, serving_rows
 from .bench_training import trainers_in_turns, training_rate, training_rows
 from .ceiling import ceiling_titles_per_gflops, train_ceiling_examples_per_s
 from .hf_peer_env import hf_forward, hf_peer_setup
@@ -102,6 +102,7 @@ def measure(args):
     logs = os.path.join(work, "logs")
     os.makedirs(logs, exist_ok=True)
     rows += serving_backends(export_dir, titles, labels, logs, int8) + predict_call_stages(export_dir, titles)
+    rows += calibration_cost_rows(export_dir, titles, work)
     peer_forward = hf_forward(peer, data_dir)
     rows += micro_batching_with_wrk(export_dir, titles[0], logs, work)
     server_rows, one_title_p50_ms = latency_load_and_memory_rows(

@@ -266,3 +266,68 @@ def latency_load_and_memory_rows(export_dir, titles, logs, requests, clients, pe
          "%+.1f%% (target within 10%%)" % (100.0 * (rss_after - rss_warm) / rss_warm)),
     ]
     return rows, float(np.percentile(one, 50))
+
+
+def without_calibration_tail(onnx_file, output_file):
+    """A copy of `onnx_file` answering the softmax before the calibration's (Log, Max, Mul by 1/T,
+    Softmax: training/model.py) — the graph an uncalibrated export serves."""
+    import onnx
+    model = onnx.load(onnx_file)
+    producer = {name: node for node in model.graph.node for name in node.output}
+    node, ops = producer[model.graph.output[0].name], []
+    while True:
+        ops.append(node.op_type)
+        node = producer[node.input[0]]
+        if node.op_type == "Softmax":
+            break
+    width = model.graph.output[0].type.tensor_type.shape.dim[-1].dim_value
+    del model.graph.output[:]
+    model.graph.output.extend([onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT,
+                                                                  ["batch", width])])
+    onnx.save(model, output_file)
+    return ops
+
+
+def calibration_cost_rows(export_dir, titles, work, per_request=128, rounds=7):
+    """What calibration costs a /predict: the export's ONNX graph with and without its calibration
+    tail, in turns over the same requests (medians), and the floor and prediction sets in postprocess."""
+    raw_file = os.path.join(work, "uncalibrated.onnx")
+    tail = without_calibration_tail(os.path.join(export_dir, "model.onnx"), raw_file)
+    calibrated = Predictor(export_dir, backend="onnx")
+    uncalibrated = Predictor(export_dir, onnx_file=raw_file)
+    ids = calibrated.preprocess(titles[:2048])
+    requests = [ids[i:i + per_request] for i in range(0, len(ids), per_request)]
+    # Request by request, the two graphs in alternating order, so the machine's drift (a third within
+    # minutes here) falls on both alike; each round's ratio is over all its requests.
+    ratios, totals = [], {"calibrated": 0.0, "uncalibrated": 0.0}
+    pair = (("calibrated", calibrated), ("uncalibrated", uncalibrated))
+    for round_ in range(rounds + 1):
+        spent = {"calibrated": 0.0, "uncalibrated": 0.0}
+        for i, request in enumerate(requests):
+            for name, predictor in (pair if i % 2 else pair[::-1]):
+                started = time.perf_counter()
+                predictor.forward_sorted(request)
+                spent[name] += time.perf_counter() - started
+        if round_:  # the first round warms up
+            ratios.append(spent["calibrated"] / spent["uncalibrated"])
+            totals = {name: totals[name] + spent[name] for name in spent}
+    probabilities = calibrated.forward_sorted(ids)
+    post = {}
+    for name, floor, coverage in (("none", 0.0, None), ("floor", 0.5, None), ("floor + coverage 0.9", 0.5, 0.9)):
+        if coverage is not None and coverage not in calibrated.coverage_quantiles():
+            continue
+        started = time.perf_counter()
+        for start in range(0, len(probabilities), per_request):
+            calibrated.postprocess(probabilities[start:start + per_request], floor, coverage)
+        post[name] = time.perf_counter() - started
+    calibrated.close()
+    uncalibrated.close()
+    forward = totals["calibrated"] / rounds
+    return [("calibration tail (%s) in the ONNX forward, %d titles, %d per request" % (", ".join(reversed(tail)),
+                                                                                    len(ids), per_request),
+             "%+.1f%%" % (100 * (totals["calibrated"] / totals["uncalibrated"] - 1)),
+             "rounds %+.1f%% to %+.1f%% (target: /predict within 3%%)" % (100 * (min(ratios) - 1),
+                                                                        100 * (max(ratios) - 1))),
+            ("postprocess ms per %d titles: %s" % (len(ids), " / ".join(post)),
+             " / ".join("%.1f" % (1000 * t) for t in post.values()),
+             "%.2f%% of the forward at most" % (100 * max(post.values()) / forward))]
