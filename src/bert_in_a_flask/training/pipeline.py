@@ -11,7 +11,7 @@ from ..serving.predictor import Predictor
 from ..shared.errors import UserError
 from ..shared.text import TextEncoder
 from ..shared.tf_compat import TF_VERSION
-from . import data, pretrained, records
+from . import class_weights, data, pretrained, records
 from .calibrate import calibrate_export
 from .estimator import build_estimator, cluster_from_env, train_and_evaluate, training_devices
 from .export import AssetsWriter, export_config_for, name_signatures, serving_input_receiver_fn_builder
@@ -25,9 +25,10 @@ class Inputs(object):
     """What every check produced before anything is written: the base checkpoint, the splits, the
     encoder, where training runs and the output folders."""
 
-    def __init__(self, base, do_lower_case, splits, encoder, devices, cluster, paths):
+    def __init__(self, base, do_lower_case, splits, encoder, devices, cluster, paths, class_weights):
         self.base, self.do_lower_case, self.splits, self.encoder = base, do_lower_case, splits, encoder
         self.devices, self.cluster, self.paths = devices, cluster, paths
+        self.class_weights = class_weights  # per label, in splits.labels' order; None: unweighted
 
 
 def train(config):
@@ -65,12 +66,16 @@ def load_and_check(config):
                               sep=config.sep, val_file=config.val_file, test_file=config.test_file, seed=config.seed)
     encoder = TextEncoder(records.bert_tokenizer(base.vocab_file, do_lower_case), config.max_seq_length,
                           config.truncate)
+    weights = class_weights.resolve(config.class_weights, splits.train["label"], splits.labels)
+    if weights is not None:
+        logging.info("class weights (%s): %s", config.class_weights,
+                     ", ".join("%s %.3g" % pair for pair in zip(splits.labels, weights)))
     devices = training_devices(config.devices)
     cluster = cluster_from_env()
     if cluster is not None and config.overwrite:
         raise UserError("--overwrite deletes what the other tasks of the cluster read; clear %s before "
                         "starting the cluster instead" % config.output_dir)
-    return Inputs(base, do_lower_case, splits, encoder, devices, cluster, check_writable_folders(config))
+    return Inputs(base, do_lower_case, splits, encoder, devices, cluster, check_writable_folders(config), weights)
 
 
 def write_records(config, inputs):
@@ -102,7 +107,7 @@ def build_estimator_and_exporter(config, inputs, max_steps):
         bert_config=base.config, num_labels=len(labels), init_checkpoint=base.init_checkpoint,
         learning_rate=config.learning_rate, num_train_steps=max_steps,
         num_warmup_steps=int(max_steps * config.warmup_proportion), pooling=config.pooling, use_amp=config.use_amp,
-        label_names=labels)
+        label_names=labels, class_weights=inputs.class_weights)
     estimator = build_estimator(model_fn=model_fn, model_dir=paths["checkpoints"], config=config,
                                 devices=inputs.devices, cluster=inputs.cluster)
     export_config = export_config_for(config, bert_config=base.config, do_lower_case=inputs.do_lower_case,

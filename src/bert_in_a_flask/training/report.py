@@ -31,8 +31,11 @@ def classification_metrics(y_true, probabilities, labels):
     y_pred = probabilities.argmax(axis=1)
     per_class = classification_report(y_true, y_pred, labels=ids, target_names=labels,
                                       output_dict=True, zero_division=0)
+    recalls = {label: per_class[label]["recall"] for label in labels if per_class[label]["support"]}
+    worst = min(recalls, key=recalls.get)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
+        "worst_class_recall": {"label": worst, "recall": float(recalls[worst])},
         "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
         "loss": float(log_loss(y_true, np.clip(probabilities, 1e-7, 1.0), labels=ids)),
         "per_class": {label: {"precision": per_class[label]["precision"],
@@ -90,7 +93,8 @@ def write_report(predictor, splits, report_dir, baseline_accuracy=None):
     report_calibration.plot_reliability(y_true, probabilities, predictor.config.calibration,
                                         os.path.join(report_dir, "reliability_diagram.png"))
     log.info(report_calibration.describe(metrics["calibration"]))
-    log.info("test accuracy: BERT %.4f | TF-IDF + linear SVM %.4f  (macro-F1 %.4f, loss %.4f); report in %s",
-             metrics["accuracy"], metrics["tfidf_svm_accuracy"], metrics["macro_f1"], metrics["loss"],
+    log.info("test accuracy: BERT %.4f | TF-IDF + linear SVM %.4f  (macro-F1 %.4f, worst recall %.4f: %s, "
+             "loss %.4f); report in %s", metrics["accuracy"], metrics["tfidf_svm_accuracy"], metrics["macro_f1"],
+             metrics["worst_class_recall"]["recall"], metrics["worst_class_recall"]["label"], metrics["loss"],
              report_dir)
     return metrics

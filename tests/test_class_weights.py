@@ -1,0 +1,42 @@
+"""--class-weights (training/class_weights.py): the weights, and every bad file refused in one line."""
+import json
+
+import pytest
+
+from bert_in_a_flask.shared.errors import UserError
+from bert_in_a_flask.training import class_weights
+
+LABELS = ["java", "python", "rare"]
+TRAIN = ["java"] * 60 + ["python"] * 30 + ["rare"] * 10
+
+
+def test_balanced_weighs_every_class_alike_in_all():
+    weights = class_weights.resolve("balanced", TRAIN, LABELS)
+    assert weights == pytest.approx([100 / (3 * 60), 100 / (3 * 30), 100 / (3 * 10)])
+    counts = [60, 30, 10]
+    assert [w * c for w, c in zip(weights, counts)] == pytest.approx([100 / 3] * 3)
+    assert class_weights.resolve("none", TRAIN, LABELS) is None
+
+
+def test_a_file_sets_some_labels_and_the_rest_weigh_one(tmp_path):
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps({"rare": 4, "java": 0.5}))
+    assert class_weights.resolve(str(path), TRAIN, LABELS) == [0.5, 1.0, 4.0]
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "no such file"),
+    ("{not json", "is not valid JSON"),
+    ("[1, 2]", "must hold a JSON object"),
+    ('{"rust": 2}', "names labels the training data does not have: 'rust'"),
+    ('{"rare": 0}', "gives 'rare' the weight 0; weights must be positive numbers"),
+    ('{"rare": "2"}', "gives 'rare' the weight \"2\""),
+    ('{"rare": true}', "gives 'rare' the weight true"),
+])
+def test_a_bad_weights_file_is_one_error_naming_the_flag(tmp_path, content, message):
+    path = tmp_path / "w.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(UserError) as raised:
+        class_weights.resolve(str(path), TRAIN, LABELS)
+    assert str(raised.value).startswith("--class-weights: ") and message in str(raised.value)
