@@ -1,4 +1,5 @@
 """The OpenAPI 3 description served at /openapi.json."""
+from ..shared.calibration import COVERAGE_LEVELS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -27,13 +28,13 @@ def spec(max_texts, docs_page=False):
                                  "description": "also answer the k best labels per text, best first (null: no)"},
                        "return_all_scores": {"type": "boolean", "default": True,
                                              "description": "false: leave out `probabilities`"},
-                       "min_confidence": {"type": "number", "minimum": 0, "maximum": 1,
+                       "min_confidence": {"type": "number", "minimum": 0, "maximum": 1, "nullable": True,
                                           "description": "texts whose top probability is under this get "
-                                                         "prediction null and a reason (default: MIN_CONFIDENCE)"},
-                       "coverage": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1,
+                                                         "prediction null and a reason (null: MIN_CONFIDENCE)"},
+                       "coverage": {"type": "number", "nullable": True, "enum": list(COVERAGE_LEVELS) + [None],
                                     "description": "also answer per text the smallest set of labels that holds "
                                                    "the true one with this probability (split conformal); one of "
-                                                   "/metadata's coverage_levels (0.8, 0.9, 0.95, 0.99)"}},
+                                                   "/metadata's coverage_levels (a calibrated export stores these)"}},
     }
     predict_response = {
         "type": "object", "required": ["predictions", "prediction_probs", "model"],
