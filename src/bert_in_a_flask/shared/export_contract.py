@@ -28,6 +28,8 @@ TEXT_SIGNATURE, TEXT_INPUT = "serve_text", "text"
 TEXT_OUTPUTS = ("probabilities", "label", "score", "accepted")  # accepted: score >= the export's floor
 # The graph's calibration scalars (model.py), set in the export by the trainer's calibration step.
 CALIBRATION_SCOPE, TEMPERATURE_VARIABLE, MIN_CONFIDENCE_VARIABLE = "calibration", "temperature", "min_confidence"
+# Tensors of the exported graph no signature carries, named for tools/ood.py's energy and centroid scores.
+LOGITS_TENSOR, POOLED_TENSOR = "logits:0", "pooled_features:0"
 POOLINGS = ("cls", "mean")
 FORMAT_VERSION = 1  # 0: exports written before model_config.json had a version (still loaded)
 

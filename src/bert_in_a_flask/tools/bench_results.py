@@ -35,6 +35,22 @@ def cpu_model():
     return "unknown CPU"
 
 
+def publish(kind, header, lines):
+    """Print a tool's table (`make ood`, `make imbalance`) and write it to its results file."""
+    from ..shared.tf_compat import TF_VERSION
+    print("\n" + header + "\n\n" + "\n".join(lines))
+    path = results_path(kind, TF_VERSION)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("# `make %s` on %s\n\n%s, TF %s; %s\n\n%s\n" % (
+            kind, cpu_model(), time.strftime("%Y-%m-%d"), TF_VERSION, header, "\n".join(lines)))
+    print("\nwritten to %s" % os.path.relpath(path, ROOT))
+
+
+def split_trainer_flags(argv):
+    """(a tool's own arguments, the trainer flags after `--`)."""
+    return (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+
+
 def results_path(kind, tf_version, suffix=""):
     """docs/bench/[<kind>-]<cpu>-tf<major.minor>[-<suffix>].md: one results file per tool, CPU and runtime."""
     name = "%s%s-tf%s%s" % (kind + "-" if kind else "", re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-"),

@@ -10,12 +10,11 @@ import os
 import random
 import sys
 import tempfile
-import time
 
-from . import REPO_ROOT as ROOT, download_data
+from . import download_data
 from ..shared.cli import ArgumentParser, positive_int, share
 from ..shared.errors import UserError, run_cli
-from .bench_results import cpu_model, results_path
+from .bench_results import publish, split_trainer_flags
 from .ood import read_rows, train, write_rows
 
 MODES = ("none", "balanced")
@@ -47,7 +46,7 @@ def report_of(export_dir):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    own, trainer_flags = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    own, trainer_flags = split_trainer_flags(argv)
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--rare", type=positive_int, default=4, help="tags cut down (of 20)")
     parser.add_argument("--share", type=share, default=0.05, help="share of their train/val titles kept")
@@ -74,13 +73,7 @@ def main(argv=None):
         header = ("rare tags: %s, %g of their train/val titles kept (%d train titles in all); test split whole "
                   "(%d titles)" % (", ".join(rare), args.share, len(read_rows(os.path.join(data, "train.csv"))),
                                    metrics["none"]["n_examples"]))
-        print("\n" + header + "\n\n" + "\n".join(lines))
-        from ..shared.tf_compat import TF_VERSION
-        path = results_path("imbalance", TF_VERSION)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write("# `make imbalance` on %s\n\n%s, TF %s; %s\n\n%s\n" % (
-                cpu_model(), time.strftime("%Y-%m-%d"), TF_VERSION, header, "\n".join(lines)))
-        print("\nwritten to %s" % os.path.relpath(path, ROOT))
+        publish("imbalance", header, lines)
     return run_cli(run)
 
 

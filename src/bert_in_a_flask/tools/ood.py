@@ -20,7 +20,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -28,13 +27,12 @@ from . import REPO_ROOT as ROOT, convert_minilm, download_data, wheels
 from ..serving.backends import register_text_ops
 from ..serving.predictor import Predictor
 from ..shared import calibration
-from ..shared.cli import ArgumentParser, positive_int
+from ..shared.cli import ArgumentParser, positive_int, share
 from ..shared.errors import UserError, run_cli
-from ..shared.export_contract import SIGNATURE_INPUTS, SIGNATURE_OUTPUT, latest_export
-from .bench_results import cpu_model, results_path
+from ..shared.export_contract import LOGITS_TENSOR, POOLED_TENSOR, SIGNATURE_INPUTS, SIGNATURE_OUTPUT, latest_export
+from .bench_results import publish, split_trainer_flags
 
 SCORES = ("max_prob", "energy", "mahalanobis")
-LOGITS_TENSOR, POOLED_TENSOR = "logits:0", "pooled_features:0"  # training/model.py names them
 POOLER_TENSOR = "bert/pooler/dense/Tanh:0"  # --pooling cls: bert's pooled [CLS] vector
 
 
@@ -213,17 +211,15 @@ def table(rows, plain, ece, n_known, n_left_out, left_out, keep_share):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    own, trainer_flags = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    own, trainer_flags = split_trainer_flags(argv)
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--left-out", type=positive_int, default=5, help="tags kept out of training (of 20)")
     parser.add_argument("--seed", type=int, default=0, help="which tags are left out")
-    parser.add_argument("--keep", type=float, default=0.9, help="share of validation titles every floor keeps "
+    parser.add_argument("--keep", type=share, default=0.9, help="share of validation titles every floor keeps "
                                                                 "(the trainer's --confidence-keeps)")
     parser.add_argument("--work-dir", default=None, help="keep the files here (default: a temp folder)")
     parser.add_argument("--python", default=sys.executable, help="the trainer's Python")
     args = parser.parse_args(own)
-    if not 0 < args.keep <= 1:
-        parser.error("--keep must be in (0, 1]")
 
     def run():
         work = args.work_dir or tempfile.mkdtemp(prefix="ood-")
@@ -231,13 +227,7 @@ def main(argv=None):
         export_dir = train(work, data, trainer_flags + ["--confidence-keeps", str(args.keep)], args.python)
         rows, plain, ece, n_known, n_left_out = measure(export_dir, data, test_rows, left_out, args.keep)
         header, lines = table(rows, plain, ece, n_known, n_left_out, left_out, args.keep)
-        print("\n" + header + "\n\n" + "\n".join(lines))
-        from ..shared.tf_compat import TF_VERSION
-        path = results_path("ood", TF_VERSION)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write("# `make ood` on %s\n\n%s, TF %s; %s\n\n%s\n" % (
-                cpu_model(), time.strftime("%Y-%m-%d"), TF_VERSION, header, "\n".join(lines)))
-        print("\nwritten to %s" % os.path.relpath(path, ROOT))
+        publish("ood", header, lines)
     return run_cli(run)
 
 

@@ -6,14 +6,12 @@ import os
 from bert import modeling, run_classifier
 
 from ..shared.errors import UserError
-from ..shared.export_contract import CALIBRATION_SCOPE, MIN_CONFIDENCE_VARIABLE, TEMPERATURE_VARIABLE, TEXT_SIGNATURE
+from ..shared.export_contract import (CALIBRATION_SCOPE, LOGITS_TENSOR, MIN_CONFIDENCE_VARIABLE, POOLED_TENSOR,
+                                      TEMPERATURE_VARIABLE, TEXT_SIGNATURE)
 from ..shared.tf_compat import tf
 from .optimization import create_train_op
 
 log = logging.getLogger(__name__)
-
-# Tensors of the exported graph that tools/ood.py reads (no signature carries them).
-LOGITS_TENSOR, POOLED_TENSOR = "logits:0", "pooled_features:0"
 
 EXACT_GELU = "gelu_exact"  # bert's "gelu" is the tanh approximation; MiniLM was trained with erf
 
