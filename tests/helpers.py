@@ -125,4 +125,6 @@ class FakePredictor(object):
     from bert_in_a_flask.serving.predictor import Predictor
     postprocess, confidence_floor = Predictor.postprocess, Predictor.confidence_floor
     coverage_quantiles, calibrated = Predictor.coverage_quantiles, Predictor.calibrated
+    multi_label, thresholds, chosen_labels = Predictor.multi_label, Predictor.thresholds, Predictor.chosen_labels
+    multi_label_answer = Predictor.multi_label_answer
     del Predictor

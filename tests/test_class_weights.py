@@ -7,7 +7,7 @@ from bert_in_a_flask.shared.errors import UserError
 from bert_in_a_flask.training import class_weights
 
 LABELS = ["java", "python", "rare"]
-TRAIN = ["java"] * 60 + ["python"] * 30 + ["rare"] * 10
+TRAIN = [["java"]] * 60 + [["python"]] * 30 + [["rare"]] * 10  # each training row's labels
 
 
 def test_balanced_weighs_every_class_alike_in_all():
@@ -16,6 +16,13 @@ def test_balanced_weighs_every_class_alike_in_all():
     counts = [60, 30, 10]
     assert [w * c for w, c in zip(weights, counts)] == pytest.approx([100 / 3] * 3)
     assert class_weights.resolve("none", TRAIN, LABELS) is None
+
+
+def test_balanced_positive_weights_for_several_labels_per_text():
+    rows = [["java", "python"]] * 20 + [["python"]] * 60 + [["rare", "java"]] * 20  # 100 rows
+    weights = class_weights.resolve("balanced", rows, LABELS, multi_label=True)
+    # a label's positives weigh as much in all as its negatives: java 40 of 100, python 80, rare 20
+    assert weights == pytest.approx([60 / 40, 20 / 80, 80 / 20])
 
 
 def test_a_file_sets_some_labels_and_the_rest_weigh_one(tmp_path):

@@ -99,7 +99,7 @@ def test_calibration_is_baked_into_every_path_and_moves_no_label(trained, tmp_pa
 
     from bert_in_a_flask.serving.predictor import Predictor
     from bert_in_a_flask.shared import calibration
-    from bert_in_a_flask.training.calibrate import set_scalars
+    from bert_in_a_flask.training.calibrate import set_variables
 
     export_dir = trained["export_dir"]
     with open(os.path.join(export_dir, "assets.extra", "model_config.json")) as handle:
@@ -110,7 +110,7 @@ def test_calibration_is_baked_into_every_path_and_moves_no_label(trained, tmp_pa
     assert 0 <= record["min_confidence"] <= calibration.MAX_FLOOR and record["min_confidence_keeps"] == 0.9
     raw_dir = str(tmp_path / "raw" / "1")
     shutil.copytree(export_dir, raw_dir)
-    set_scalars(raw_dir, {"temperature": 1.0, "min_confidence": 0.0})
+    set_variables(raw_dir, {"temperature": 1.0, "min_confidence": 0.0})
     raw_predictor = Predictor(raw_dir, backend="tf")
     raw = raw_predictor.predict_proba(AMBIGUOUS)
     raw_predictor.close()

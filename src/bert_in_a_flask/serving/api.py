@@ -100,6 +100,9 @@ def metadata():
         "calibrated": predictor.calibrated, "calibration": config.calibration,
         "min_confidence": predictor.confidence_floor(settings["MIN_CONFIDENCE"]),
         "coverage_levels": sorted(predictor.coverage_quantiles()),
+        "multi_label": config.multi_label,
+        "label_separator": config.label_separator if config.multi_label else None,
+        "thresholds": dict(zip(predictor.labels, predictor.thresholds())) if config.multi_label else None,
         "tf_version": tf_version(), "build": {"date": settings["BUILD_DATE"], "git_sha": settings["GIT_SHA"]},
         "micro_batching": settings["MICRO_BATCHING"],
         "limits": {"max_texts": settings["MAX_TEXTS"], "max_batch_size": settings["MAX_BATCH_SIZE"],
@@ -158,7 +161,14 @@ def parse_calibrated_options(body):
 
 def offered_by(predictor, floor, coverage, min_confidence_setting):
     """(the confidence floor, the coverage level or None) for this export: without a request's floor,
-    MIN_CONFIDENCE's; a coverage level must be one whose conformal quantile the export stores."""
+    MIN_CONFIDENCE's; a coverage level must be one whose conformal quantile the export stores. A
+    multi-label export takes neither: its labels are chosen by their own thresholds."""
+    if predictor.multi_label:
+        for name, value in (("min_confidence", floor), ("coverage", coverage)):
+            if value is not None:
+                raise UserError('"%s": this export is multi-label; each label is chosen by its own threshold '
+                                '(see /metadata thresholds)' % name)
+        return 0.0, None
     if floor is None:
         floor = predictor.confidence_floor(min_confidence_setting)
     if coverage is not None:

@@ -39,15 +39,20 @@ def spec(max_texts, docs_page=False):
     predict_response = {
         "type": "object", "required": ["predictions", "prediction_probs", "model"],
         "properties": {
-            "predictions": {"type": "array", "items": {"type": "string", "nullable": True},
-                            "description": "the top label, or null when its probability is under min_confidence"},
+            "predictions": {"type": "array", "items": {
+                "oneOf": [{"type": "string", "nullable": True}, {"type": "array", "items": {"type": "string"}}]},
+                            "description": "the top label, or null when its probability is under min_confidence; "
+                                           "a multi-label export: the list of labels chosen (possibly empty)"},
             "min_confidence": {"type": "number", "description": "the floor applied (present when above 0)"},
             "reasons": {"type": "array", "items": {"type": "string", "nullable": True},
                         "description": "why a prediction is null (null where it is not)"},
             "coverage": {"type": "number"},
             "prediction_sets": {"type": "array", "items": {"type": "array", "items": {"type": "string"}},
                                 "description": "with coverage: the labels of each text's conformal set"},
-            "prediction_probs": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}},
+            "prediction_probs": {"type": "array", "items": {"oneOf": [
+                {"type": "number", "minimum": 0, "maximum": 1},
+                {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}}]},
+                                 "description": "the top label's probability (multi-label: the chosen labels')"},
             "probabilities": {"type": "array", "items": {"type": "object",
                                                          "additionalProperties": {"type": "number"}}},
             "top_k": {"type": "array", "items": {"type": "array", "items": {

@@ -86,12 +86,21 @@ def classify_file(predictor, args, sep, path):
         for chunk in chunks(reader, args.chunk_size):
             texts = [row[args.text_column] or "" for row in chunk]
             probabilities = predictor.predict_proba(texts)
-            for text, probs in zip(texts, probabilities):
-                best = int(probs.argmax())
-                writer.writerow([text, predictor.labels[best], "%.6f" % probs[best]] + ["%.6f" % p for p in probs])
+            for text, probs, (label, prob) in zip(texts, probabilities, row_answers(predictor, probabilities)):
+                writer.writerow([text, label, prob] + ["%.6f" % p for p in probs])
             progress.update(len(texts))
         progress.close()
     return progress.n
+
+
+def row_answers(predictor, probabilities):
+    """(prediction, prediction_prob) cells per text: the top label and its probability; a multi-label
+    export's chosen labels joined by its separator, and their probabilities joined the same way."""
+    if not predictor.multi_label:
+        return [(predictor.labels[i], "%.6f" % p[i]) for p, i in zip(probabilities, probabilities.argmax(axis=1))]
+    separator = predictor.config.label_separator
+    return [(separator.join(predictor.labels[i] for i in row), separator.join("%.6f" % p[i] for i in row))
+            for p, row in zip(probabilities, predictor.chosen_labels(probabilities))]
 
 
 def main(argv=None):

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from ..shared import calibration
+from ..shared import calibration, multilabel
 from ..shared.errors import UserError
 from ..shared.export_contract import read_assets, resolve_export
 from ..shared.text import TextEncoder, build_tokenizer
@@ -136,7 +136,9 @@ class Predictor(object):
     def postprocess(self, probabilities, min_confidence=0.0, coverage=None):
         """The answer: the top label per text (None under `min_confidence`, with a reason), its
         probability, every label's; with `coverage` (one of coverage_levels()), the conformal
-        prediction set per text."""
+        prediction set per text. A multi-label export answers multi_label_answer's."""
+        if self.multi_label:
+            return self.multi_label_answer(probabilities)
         best = probabilities.argmax(axis=1)
         top = [float(p[i]) for p, i in zip(probabilities, best)]
         answer = {
@@ -155,7 +157,36 @@ class Predictor(object):
             answer["prediction_sets"] = [[self.labels[i] for i in chosen] for chosen in sets]
         return answer
 
+    def multi_label_answer(self, probabilities):
+        """Per text the list of labels whose probability reaches the label's threshold (most probable
+        first; possibly empty), their probabilities, and every label's (independent, not summing to 1)."""
+        chosen = self.chosen_labels(probabilities)
+        return {
+            "predictions": [[self.labels[i] for i in row] for row in chosen],
+            "prediction_probs": [[float(p[i]) for i in row] for p, row in zip(probabilities, chosen)],
+            "probabilities": [dict(zip(self.labels, map(float, p))) for p in probabilities],
+        }
+
+    def chosen_labels(self, probabilities):
+        """Per text the label indices a multi-label export chooses, most probable first."""
+        decided = multilabel.decide(probabilities, self.thresholds())
+        return [[int(i) for i in np.argsort(-p, kind="stable") if row[i]] for p, row in zip(probabilities, decided)]
+
+    def label_sets(self, probabilities):
+        """Per text the set of labels this export answers: its top label, or a multi-label export's choice."""
+        if self.multi_label:
+            return [{self.labels[i] for i in row} for row in self.chosen_labels(probabilities)]
+        return [{self.labels[i]} for i in probabilities.argmax(axis=1)]
+
     # --- what the export's calibration offers ---------------------------------------------------
+
+    @property
+    def multi_label(self):
+        return self.config.multi_label
+
+    def thresholds(self):
+        """A multi-label export's decision threshold per label (labels.json order)."""
+        return multilabel.thresholds_of(self.config.calibration, len(self.labels))
 
     @property
     def calibrated(self):
@@ -164,6 +195,8 @@ class Predictor(object):
     def confidence_floor(self, setting):
         """The floor a MIN_CONFIDENCE setting means for this export: "export" is its calibration's
         (0 for an uncalibrated export), a number is itself."""
+        if self.multi_label:  # labels are chosen by their own thresholds, never by a floor on the top one
+            return 0.0
         if setting == "export":
             return float(self.config.calibration.get("min_confidence", 0.0))
         return float(setting)

@@ -16,7 +16,9 @@
 
 The outputs are the export's `serve_text` signature's (labels in labels.json order). `accepted` is
 false where the score is under the server's confidence floor (MIN_CONFIDENCE); that text's label is
-null (TF Serving) or "" (v2, whose BYTES tensors have no null). <name> is
+null (TF Serving) or "" (v2, whose BYTES tensors have no null). A multi-label export answers as its
+serve_text does: `label` the chosen labels joined by the export's separator ("" for none), `accepted`
+whether any was chosen, and `predicted` [n, labels] booleans (v2: BOOL). <name> is
 MODEL_NAME; another name is a 404. Errors keep our JSON shape ({"error", "request_id"}).
 """
 import os
@@ -77,16 +79,41 @@ def body_object(allowed):
 
 
 def classify(predictor, texts):
-    """(labels, scores, probability rows in label order, accepted) of `texts`, logged like /predict's.
-    A text whose score is under the server's floor (MIN_CONFIDENCE) is not accepted: its label is None."""
+    """The serve_text outputs of `texts` as columns {label, score, probabilities (rows in label order),
+    accepted (+ predicted, multi-label)}, logged like /predict's. A text whose score is under the
+    server's floor (MIN_CONFIDENCE) is not accepted: its label is None."""
     probabilities = predictor.predict_proba(texts, client_gone_probe())
+    scores = [float(score) for score in probabilities.max(axis=1)]
+    g.n_texts, g.characters = len(texts), sum(len(t) for t in texts)
+    if predictor.multi_label:
+        return multi_label_columns(predictor, probabilities, scores)
     best = probabilities.argmax(axis=1)
-    scores = [float(p[i]) for p, i in zip(probabilities, best)]
     floor = predictor.confidence_floor(current_app.config["MIN_CONFIDENCE"])
     accepted = [score >= floor for score in scores]
     labels = [predictor.labels[i] if ok else None for i, ok in zip(best, accepted)]
-    g.n_texts, g.characters, g.predictions = len(texts), sum(len(t) for t in texts), labels
-    return labels, scores, probabilities.tolist(), accepted
+    g.predictions = labels
+    return {"label": labels, "score": scores, "probabilities": probabilities.tolist(), "accepted": accepted}
+
+
+def multi_label_columns(predictor, probabilities, scores):
+    """serve_text's multi-label outputs: the chosen labels joined in label order, as the graph joins them."""
+    chosen = predictor.chosen_labels(probabilities)
+    g.predictions = [[predictor.labels[i] for i in row] for row in chosen]
+    predicted = [[False] * len(predictor.labels) for _ in chosen]
+    for flags, row in zip(predicted, chosen):
+        for i in row:
+            flags[i] = True
+    separator = predictor.config.label_separator
+    return {"label": [separator.join(label for label, flag in zip(predictor.labels, flags) if flag)
+                      for flags in predicted],
+            "score": scores, "probabilities": probabilities.tolist(), "accepted": [any(flags) for flags in predicted],
+            "predicted": predicted}
+
+
+def rows_of(columns):
+    """The row format of classify's columns: one object per text."""
+    names = list(columns)
+    return [dict(zip(names, values)) for values in zip(*(columns[name] for name in names))]
 
 
 # --- TensorFlow Serving REST ------------------------------------------------------------------
@@ -101,16 +128,13 @@ def tf_serving_predict(name, version=None):
         raise UserError('send the texts as either "instances" (row format) or "inputs" (columnar), not both')
     predictor = served(name, version)
     if "instances" in body:
-        labels, scores, rows, accepted = classify(predictor, checked_texts(body["instances"], '"instances"'))
-        return jsonify({"predictions": [{"label": label, "score": score, "probabilities": row, "accepted": ok}
-                                        for label, score, row, ok in zip(labels, scores, rows, accepted)]})
+        return jsonify({"predictions": rows_of(classify(predictor, checked_texts(body["instances"], '"instances"')))})
     inputs = body["inputs"]
     if isinstance(inputs, dict):  # {"inputs": {"text": [...]}}, the named-input columnar form
         if set(inputs) != {"text"}:
             raise UserError('"inputs" must name the one input "text", not %s' % ", ".join(sorted(inputs)))
         inputs = inputs["text"]
-    labels, scores, rows, accepted = classify(predictor, checked_texts(inputs, '"inputs"'))
-    return jsonify({"outputs": {"label": labels, "score": scores, "probabilities": rows, "accepted": accepted}})
+    return jsonify({"outputs": classify(predictor, checked_texts(inputs, '"inputs"'))})
 
 
 @protocols.route("/v1/models/<model_name:name>", methods=["GET"])
@@ -157,12 +181,14 @@ def v2_metadata(name):
         "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]},
                     {"name": "score", "datatype": "FP32", "shape": [-1]},
                     {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(predictor.labels)]},
-                    {"name": "accepted", "datatype": "BOOL", "shape": [-1]}],
+                    {"name": "accepted", "datatype": "BOOL", "shape": [-1]}]
+                   + ([{"name": "predicted", "datatype": "BOOL", "shape": [-1, len(predictor.labels)]}]
+                      if predictor.multi_label else []),
         "parameters": {"labels": predictor.labels, "model": model_name(predictor)},
     })
 
 
-V2_OUTPUTS = ("label", "score", "probabilities", "accepted")
+V2_OUTPUTS = ("label", "score", "probabilities", "accepted", "predicted")  # predicted: multi-label exports
 
 
 @protocols.route("/v2/models/<model_name:name>/infer", methods=["POST"])
@@ -176,19 +202,24 @@ def v2_infer(name, version=None):
     if tensor.get("name") != "text" or tensor.get("datatype") != "BYTES":
         raise UserError('the input must be named "text" with datatype "BYTES"')
     texts = checked_texts(tensor.get("data"), '"data" of input "text"')  # its "shape" is informational
-    wanted = body.get("outputs", [{"name": name_} for name_ in V2_OUTPUTS])
-    if not isinstance(wanted, list) or not all(isinstance(o, dict) and o.get("name") in V2_OUTPUTS for o in wanted):
-        raise UserError('"outputs" must list some of %s as {"name": ...}' % ", ".join(V2_OUTPUTS))
     predictor = served(name, version)
-    labels, scores, rows, accepted = classify(predictor, texts)
+    offered = V2_OUTPUTS if predictor.multi_label else V2_OUTPUTS[:-1]
+    wanted = body.get("outputs", [{"name": name_} for name_ in offered])
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) and o.get("name") in offered for o in wanted):
+        raise UserError('"outputs" must list some of %s as {"name": ...}' % ", ".join(offered))
+    columns = classify(predictor, texts)
+    n, k = len(texts), len(predictor.labels)
     tensors = {  # BYTES has no null: a text under the floor has the empty label and accepted false
-        "label": {"name": "label", "datatype": "BYTES", "shape": [len(texts)],
-                  "data": [label if label is not None else "" for label in labels]},
-        "accepted": {"name": "accepted", "datatype": "BOOL", "shape": [len(texts)], "data": accepted},
-        "score": {"name": "score", "datatype": "FP32", "shape": [len(texts)], "data": scores},
-        "probabilities": {"name": "probabilities", "datatype": "FP32", "shape": [len(texts), len(predictor.labels)],
-                          "data": [p for row in rows for p in row]},
+        "label": {"name": "label", "datatype": "BYTES", "shape": [n],
+                  "data": [label if label is not None else "" for label in columns["label"]]},
+        "accepted": {"name": "accepted", "datatype": "BOOL", "shape": [n], "data": columns["accepted"]},
+        "score": {"name": "score", "datatype": "FP32", "shape": [n], "data": columns["score"]},
+        "probabilities": {"name": "probabilities", "datatype": "FP32", "shape": [n, k],
+                          "data": [p for row in columns["probabilities"] for p in row]},
     }
+    if predictor.multi_label:
+        tensors["predicted"] = {"name": "predicted", "datatype": "BOOL", "shape": [n, k],
+                                "data": [flag for row in columns["predicted"] for flag in row]}
     answer = {"model_name": name, "model_version": os.path.basename(predictor.export_dir),
               "outputs": [tensors[o["name"]] for o in wanted]}
     if "id" in body:

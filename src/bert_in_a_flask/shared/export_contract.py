@@ -26,8 +26,14 @@ SIGNATURE_OUTPUT = "probabilities"
 # The raw-text signature: strings in (TEXT_INPUT), TEXT_OUTPUTS out; tokenized inside the graph.
 TEXT_SIGNATURE, TEXT_INPUT = "serve_text", "text"
 TEXT_OUTPUTS = ("probabilities", "label", "score", "accepted")  # accepted: score >= the export's floor
+# A multi-label export's serve_text also answers `predicted` [batch, labels] (probability >= the label's
+# threshold); its `label` is the chosen labels joined by the export's label_separator, `accepted` is
+# true where any label was chosen.
+MULTI_LABEL_TEXT_OUTPUTS = TEXT_OUTPUTS + ("predicted",)
 # The graph's calibration scalars (model.py), set in the export by the trainer's calibration step.
 CALIBRATION_SCOPE, TEMPERATURE_VARIABLE, MIN_CONFIDENCE_VARIABLE = "calibration", "temperature", "min_confidence"
+THRESHOLDS_VARIABLE = "thresholds"  # multi-label graphs only: one decision threshold per label
+DEFAULT_THRESHOLD = 0.5  # a multi-label export's threshold for every label until calibrate.py tunes them
 # Tensors of the exported graph no signature carries, named for tools/ood.py's energy and centroid scores.
 LOGITS_TENSOR, POOLED_TENSOR = "logits:0", "pooled_features:0"
 POOLINGS = ("cls", "mean")
@@ -59,6 +65,10 @@ class ExportConfig(object):
     # split (training/calibrate.py): method, temperature, min_confidence (+ the share it keeps),
     # conformal {score, quantiles {level: q}}, and ECE/NLL before and after. Empty: uncalibrated.
     calibration: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Several labels per text (--label-separator): sigmoid outputs, one threshold per label (in
+    # `calibration`), and the separator the training data joined a row's labels with.
+    multi_label: bool = False
+    label_separator: str = ""
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -67,15 +77,16 @@ class ExportConfig(object):
 
         if not _is_int(self.max_seq_length) or self.max_seq_length < MIN_SEQ_LENGTH:
             bad("max_seq_length", "an integer >= %d" % MIN_SEQ_LENGTH)
-        if not isinstance(self.do_lower_case, bool):
-            bad("do_lower_case", "true or false")
+        for field in ("do_lower_case", "multi_label"):
+            if not isinstance(getattr(self, field), bool):
+                bad(field, "true or false")
         if self.truncate not in TRUNCATIONS:
             bad("truncate", "one of %s" % ", ".join(TRUNCATIONS))
         if self.pooling not in POOLINGS:
             bad("pooling", "one of %s" % ", ".join(POOLINGS))
         if self.num_labels is not None and (not _is_int(self.num_labels) or self.num_labels < 2):
             bad("num_labels", "an integer >= 2")
-        for field in ("base_model", "created", "data_file", "data_sha256", "tf_version"):
+        for field in ("base_model", "created", "data_file", "data_sha256", "tf_version", "label_separator"):
             if not isinstance(getattr(self, field), str):
                 bad(field, "a string")
         for field in ("val_metrics", "bert_config", "onnx", "calibration"):

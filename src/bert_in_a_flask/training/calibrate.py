@@ -3,8 +3,10 @@ the confidence floor and the conformal quantiles (shared/calibration.py), and wr
 export beside the best one: the graph's calibration scalars (model.py) are set in its variables, so
 serving_default, serve_text and the ONNX copy converted from it all answer the calibrated
 probabilities, and model_config.json's `calibration` record says what was fitted and how much it
-helped. The new export gets a newer timestamp and is complete before the uncalibrated one is removed,
-so a server watching the folder never sees half of it.
+helped. A multi-label export (--label-separator) gets its per-label decision thresholds instead
+(shared/multilabel.py): tuned for F1 on the validation split, set in the graph's `thresholds`
+variable so serve_text chooses as the predictor does. The new export gets a newer timestamp and is
+complete before the uncalibrated one is removed, so a server watching the folder never sees half of it.
 """
 import dataclasses
 import logging
@@ -16,36 +18,55 @@ import numpy as np
 
 from ..serving.backends import register_text_ops
 from ..serving.predictor import Predictor
-from ..shared import calibration
+from ..shared import calibration, multilabel
 from ..shared.errors import UserError
 from ..shared.export_contract import (ASSETS_EXTRA, CALIBRATION_SCOPE, MIN_CONFIDENCE_VARIABLE, MODEL_CONFIG_FILE,
-                                      TEMPERATURE_VARIABLE, read_assets)
+                                      TEMPERATURE_VARIABLE, THRESHOLDS_VARIABLE, read_assets)
 
 log = logging.getLogger(__name__)
 
 
-
-def calibrate_export(export_dir, texts, labels, keep_share):
-    """Fit on the labelled validation `texts` and write the calibrated export; returns its folder (the
-    same folder when it is calibrated already: a rerun that found no better model)."""
+def calibrate_export(export_dir, texts, label_sets, keep_share):
+    """Fit on the labelled validation `texts` (`label_sets`: each text's labels) and write the calibrated
+    export; returns its folder (the same folder when it is calibrated already: a rerun that found no
+    better model)."""
     predictor = Predictor(export_dir, backend="tf")  # the uncalibrated graph (T = 1)
     try:
         if predictor.config.calibration:
-            log.info("calibration: %s is calibrated already (T %.3f)", export_dir,
-                     predictor.config.calibration["temperature"])
+            log.info("calibration: %s is calibrated already (%s)", export_dir, predictor.config.calibration["method"])
             return export_dir
-        index = {label: i for i, label in enumerate(predictor.labels)}
-        y = np.array([index[label] for label in labels])
+        multi_label, labels = predictor.config.multi_label, predictor.labels
         raw = predictor.forward_sorted(predictor.preprocess(list(texts)))
     finally:
         predictor.close()
-    record = fit(raw, y, keep_share)
-    calibrated_dir = write_calibrated_export(export_dir, record)
+    if multi_label:
+        record = fit_thresholds(raw, multilabel.multi_hot(label_sets, labels))
+        calibrated_dir = write_calibrated_export(export_dir, record, {THRESHOLDS_VARIABLE: record["thresholds"]})
+        log.info("thresholds: %d of %d labels tuned on the validation split (the rest %.2f); micro-F1 %.4f at 0.5 "
+                 "-> %.4f; wrote %s", sum(record["tuned"]), len(labels), record["global_threshold"],
+                 record["val"]["micro_f1_before"], record["val"]["micro_f1_after"], calibrated_dir)
+        return calibrated_dir
+    index = {label: i for i, label in enumerate(labels)}
+    record = fit(raw, np.array([index[chosen[0]] for chosen in label_sets]), keep_share)
+    calibrated_dir = write_calibrated_export(export_dir, record, {TEMPERATURE_VARIABLE: record["temperature"],
+                                                                  MIN_CONFIDENCE_VARIABLE: record["min_confidence"]})
     log.info("calibration: T %.3f; validation ECE %.4f -> %.4f, NLL %.4f -> %.4f; floor %.3f keeps %.0f%%; "
              "wrote %s", record["temperature"], record["val"]["ece_before"], record["val"]["ece_after"],
              record["val"]["nll_before"], record["val"]["nll_after"], record["min_confidence"],
              100 * keep_share, calibrated_dir)
     return calibrated_dir
+
+
+def fit_thresholds(probabilities, y):
+    """The `calibration` record of a multi-label export: per-label thresholds (label order), the
+    global one for labels too rare to tune, and the validation micro-F1 at 0.5 and at them."""
+    thresholds, global_threshold, tuned = multilabel.tune_thresholds(probabilities, y)
+    before = multilabel.set_scores(y, multilabel.decide(probabilities, [0.5] * y.shape[1]))
+    after = multilabel.set_scores(y, multilabel.decide(probabilities, thresholds))
+    return {"method": "thresholds", "thresholds": thresholds, "global_threshold": global_threshold,
+            "tuned": tuned, "min_positives_to_tune": multilabel.MIN_POSITIVES_TO_TUNE,
+            "val": {"n": int(len(y)), "micro_f1_before": before["micro_f1"], "micro_f1_after": after["micro_f1"],
+                    "macro_f1_before": before["macro_f1"], "macro_f1_after": after["macro_f1"]}}
 
 
 def fit(raw_probabilities, y, keep_share):
@@ -64,9 +85,10 @@ def fit(raw_probabilities, y, keep_share):
     }
 
 
-def write_calibrated_export(export_dir, record):
-    """A copy of `export_dir` under a newer timestamp with the scalars set and the record written;
-    the uncalibrated export is removed once the copy is complete."""
+def write_calibrated_export(export_dir, record, values):
+    """A copy of `export_dir` under a newer timestamp with the calibration scope's variables set to
+    `values` ({name: value}) and the record written; the uncalibrated export is removed once the copy
+    is complete."""
     root = os.path.dirname(export_dir)
     stamp = max(int(time.time()), int(os.path.basename(export_dir)) + 1)
     while os.path.exists(os.path.join(root, str(stamp))):
@@ -75,8 +97,7 @@ def write_calibrated_export(export_dir, record):
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(export_dir, staging)
     try:
-        set_scalars(staging, {TEMPERATURE_VARIABLE: record["temperature"],
-                              MIN_CONFIDENCE_VARIABLE: record["min_confidence"]})
+        set_variables(staging, values)
         _, _, config = read_assets(staging)
         dataclasses.replace(config, calibration=record).write(os.path.join(staging, ASSETS_EXTRA, MODEL_CONFIG_FILE))
         final = os.path.join(root, str(stamp))
@@ -88,8 +109,8 @@ def write_calibrated_export(export_dir, record):
     return final
 
 
-def set_scalars(export_dir, values):
-    """Assign the calibration scope's scalars in the SavedModel's variables, saved with its own saver."""
+def set_variables(export_dir, values):
+    """Assign the calibration scope's variables in the SavedModel's variables, saved with its own saver."""
     from ..shared.tf_compat import tf
 
     register_text_ops()

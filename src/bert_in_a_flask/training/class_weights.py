@@ -1,7 +1,11 @@
 """--class-weights: how much each label's examples weigh in the training loss (weighted cross-entropy),
 for classes of very different sizes. `balanced` gives label c the weight n / (k n_c), sklearn's rule,
 so every class weighs as much in all as any other; a FILE is a JSON object {label: weight}. Checked
-against the training split's labels before anything is written."""
+against the training split's labels before anything is written.
+
+With several labels per text (--label-separator) a weight multiplies that label's positives in its
+binary cross-entropy (a positive weight): `balanced` gives label c (n - n_c) / n_c, so its positives
+weigh as much in all as its negatives."""
 import json
 import os
 
@@ -10,15 +14,19 @@ from ..shared.errors import UserError
 CHOICES = ("none", "balanced")
 
 
-def resolve(spec, train_labels, labels):
+def resolve(spec, train_label_sets, labels, multi_label=False):
     """The weight of each of `labels` (in their order) for --class-weights `spec`, or None for `none`.
-    `train_labels`: the training split's label column."""
+    `train_label_sets`: each training row's labels (one per row unless `multi_label`)."""
     if spec == "none":
         return None
     if spec == "balanced":
         counts = {label: 0 for label in labels}
-        for label in train_labels:
-            counts[label] += 1
+        for row_labels in train_label_sets:
+            for label in row_labels:
+                counts[label] += 1
+        if multi_label:
+            n = float(len(train_label_sets))
+            return [(n - counts[label]) / counts[label] if counts[label] else 1.0 for label in labels]
         n, k = float(sum(counts.values())), float(len(labels))
         return [n / (k * counts[label]) if counts[label] else 0.0 for label in labels]
     return from_file(spec, labels)

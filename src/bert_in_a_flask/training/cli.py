@@ -39,6 +39,9 @@ def parse_args(argv=None):
     data.add_argument("--data-file", default="data/stack-overflow-data.csv", help="CSV/TSV of texts and labels")
     data.add_argument("--text-column", default="post", help="column with the texts")
     data.add_argument("--label-column", default="tags", help="column with the labels")
+    data.add_argument("--label-separator", default=None, metavar="SEP",
+                      help="several labels per text, joined by SEP in the label column (e.g. 'python|pandas'): "
+                           "sigmoid outputs, binary cross-entropy and a decision threshold per label")
     data.add_argument("--sep", default=None, help="field separator (default: tab for .tsv, else comma)")
     data.add_argument("--val-file", default=None, help="validation file (default: 9%% of --data-file)")
     data.add_argument("--test-file", default=None, help="test file (default: 10%% of --data-file)")
@@ -100,10 +103,14 @@ def parse_args(argv=None):
     run.add_argument("--calibrate", choices=CALIBRATIONS, default="temperature",
                      help="temperature: fit one temperature on the validation split and bake it into the export "
                           "(calibrated probabilities on every path; labels unchanged), with the confidence floor "
-                          "and conformal quantiles; none: the raw softmax, no floor, no prediction sets")
+                          "and conformal quantiles; none: the raw softmax, no floor, no prediction sets. With "
+                          "--label-separator it tunes each label's decision threshold on the validation split "
+                          "instead (none: 0.5 for every label)")
     run.add_argument("--confidence-keeps", type=share, default=0.9,
                      help="the confidence floor keeps this share of validation texts (the rest: prediction null)")
     args = parser.parse_args(argv)
+    if args.label_separator == "":
+        parser.error("--label-separator must not be empty")
     if args.quantize != "none" and args.skip_onnx:
         parser.error("--quantize %s quantizes the ONNX copy, which --skip-onnx turns off" % args.quantize)
     return TrainingConfig.from_args(args)

@@ -11,6 +11,7 @@ class TrainingConfig(object):
     data_file: str
     text_column: str
     label_column: str
+    label_separator: Optional[str]  # several labels per row, joined by it (None: one label per row)
     sep: Optional[str]
     val_file: Optional[str]
     test_file: Optional[str]

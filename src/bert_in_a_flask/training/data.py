@@ -7,10 +7,13 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from ..shared.errors import UserError
+from ..shared.multilabel import split_labels
 
 log = logging.getLogger(__name__)
 
-Splits = namedtuple("Splits", "train val test labels")
+# `label_separator`: None for one label per row; else each frame's `label` holds the row's labels,
+# sorted and joined by it (label_sets() splits them again).
+Splits = namedtuple("Splits", "train val test labels label_separator", defaults=(None,))
 
 # 81/9/10: a tenth held out for the test report, a tenth of the rest for validation.
 TEST_FRACTION = 0.10
@@ -50,39 +53,81 @@ def _drop_unusable_rows(frame, path):
 
 
 def load_splits(train_file, *, text_column="post", label_column="tags", sep=None,
-                val_file=None, test_file=None, seed=42):
+                val_file=None, test_file=None, seed=42, label_separator=None):
     """Train/val/test frames and the ordered label list.
 
-    Without --val-file/--test-file the train file is split 81/9/10, stratified by label.
+    Without --val-file/--test-file the train file is split 81/9/10, stratified by label (at random
+    with `label_separator`: a row's label set is too rare a thing to stratify by).
     """
-    frame = read_table(train_file, text_column, label_column, sep)
-    _require_two_classes(frame, train_file)
-    test = read_table(test_file, text_column, label_column, sep) if test_file else None
+    def read(path):
+        table = read_table(path, text_column, label_column, sep)
+        return table if label_separator is None else _joined_label_sets(table, path, label_separator)
+
+    if label_separator is not None:
+        _require_separator_used(read_table(train_file, text_column, label_column, sep), train_file,
+                                label_column, label_separator)
+    frame = read(train_file)
+    _require_two_classes(sorted(set().union(*label_sets(frame, label_separator))), train_file)
+    split = _split_at_random if label_separator is not None else _split_by_label
+    test = read(test_file) if test_file else None
     if test is None:
-        _require_rows_per_class(frame, train_file)
-        frame, test = train_test_split(frame, test_size=TEST_FRACTION, random_state=seed,
-                                       stratify=frame["label"])
-    val = read_table(val_file, text_column, label_column, sep) if val_file else None
+        frame, test = split(frame, TEST_FRACTION, seed, train_file)
+    val = read(val_file) if val_file else None
     if val is None:
-        _require_rows_per_class(frame, train_file)
-        frame, val = train_test_split(frame, test_size=VAL_FRACTION_OF_REST, random_state=seed,
-                                      stratify=frame["label"])
-    labels = sorted(frame["label"].unique())
+        frame, val = split(frame, VAL_FRACTION_OF_REST, seed, train_file)
+    labels = sorted(set().union(*label_sets(frame, label_separator)))
     for name, part in (("validation", val), ("test", test)):
-        unknown = sorted(set(part["label"]) - set(labels))
+        unknown = sorted(set().union(*label_sets(part, label_separator)) - set(labels))
         if unknown:
             raise UserError("%s split has labels never seen in training: %s" % (name, ", ".join(unknown[:5])))
-    splits = Splits(*(p.reset_index(drop=True) for p in (frame, val, test)), labels=labels)
-    log.info("data: %d train, %d val, %d test rows, %d labels",
-             len(splits.train), len(splits.val), len(splits.test), len(labels))
+    splits = Splits(*(p.reset_index(drop=True) for p in (frame, val, test)), labels=labels,
+                    label_separator=label_separator)
+    log.info("data: %d train, %d val, %d test rows, %d labels%s",
+             len(splits.train), len(splits.val), len(splits.test), len(labels),
+             " (several per row, split on %r)" % label_separator if label_separator is not None else "")
     return splits
 
 
-def _require_two_classes(frame, path):
-    n_classes = frame["label"].nunique()
-    if n_classes < 2:
+def label_sets(frame, label_separator):
+    """Each row's labels as a list (one each without a separator)."""
+    if label_separator is None:
+        return [[label] for label in frame["label"]]
+    return [label.split(label_separator) for label in frame["label"]]
+
+
+def _split_by_label(frame, fraction, seed, path):
+    _require_rows_per_class(frame, path)
+    return train_test_split(frame, test_size=fraction, random_state=seed, stratify=frame["label"])
+
+
+def _split_at_random(frame, fraction, seed, path):
+    return train_test_split(frame, test_size=fraction, random_state=seed)
+
+
+def _require_separator_used(frame, path, label_column, separator):
+    """--label-separator that no row uses is a mistake (a wrong character, or a single-label file)."""
+    if not frame["label"].str.contains(separator, regex=False).any():
+        raise UserError("--label-separator %r never occurs in column %r of %s (a single-label file? then "
+                        "leave --label-separator out)" % (separator, label_column, path))
+
+
+def _joined_label_sets(frame, path, separator):
+    """`label` rewritten as the row's labels, sorted, duplicates dropped, joined by `separator`; a row
+    with an empty label between separators is refused (a typo that would silently drop a label)."""
+    joined = []
+    for raw in frame["label"]:
+        parts = split_labels(raw, separator)
+        if "" in parts:
+            raise UserError("%s: a row's labels %r hold an empty label after splitting on --label-separator %r"
+                            % (path, raw, separator))
+        joined.append(separator.join(sorted(set(parts))))
+    return frame.assign(label=joined)
+
+
+def _require_two_classes(labels, path):
+    if len(labels) < 2:
         raise UserError("%s has %d distinct label(s) after cleaning; classification needs at least 2"
-                        % (path, n_classes))
+                        % (path, len(labels)))
 
 
 def _require_rows_per_class(frame, path):

@@ -73,7 +73,8 @@ def export_config_for(config, *, bert_config, do_lower_case, num_labels, tf_vers
         max_seq_length=config.max_seq_length, do_lower_case=do_lower_case, truncate=config.truncate,
         pooling=config.pooling, base_model=base_model_name(bert_config, do_lower_case), num_labels=num_labels,
         bert_config=bert_config_dict(bert_config), data_file=config.data_file,
-        data_sha256=file_sha256(config.data_file), tf_version=tf_version)
+        data_sha256=file_sha256(config.data_file), tf_version=tf_version,
+        multi_label=config.label_separator is not None, label_separator=config.label_separator or "")
 
 
 class AssetsWriter(object):

@@ -6,8 +6,8 @@ import os
 from bert import modeling, run_classifier
 
 from ..shared.errors import UserError
-from ..shared.export_contract import (CALIBRATION_SCOPE, LOGITS_TENSOR, MIN_CONFIDENCE_VARIABLE, POOLED_TENSOR,
-                                      TEMPERATURE_VARIABLE, TEXT_SIGNATURE)
+from ..shared.export_contract import (CALIBRATION_SCOPE, DEFAULT_THRESHOLD, LOGITS_TENSOR, MIN_CONFIDENCE_VARIABLE,
+                                      POOLED_TENSOR, TEMPERATURE_VARIABLE, TEXT_SIGNATURE, THRESHOLDS_VARIABLE)
 from ..shared.tf_compat import tf
 from .optimization import create_train_op
 
@@ -41,40 +41,77 @@ def bert_config_dict(config):
     return data
 
 
-def create_classifier(bert_config, is_training, features, labels, num_labels, pooling="cls"):
+def create_classifier(bert_config, is_training, features, labels, num_labels, pooling="cls", multi_label=False,
+                      positive_weights=None):
     """(loss, per_example_loss, logits, probabilities).
 
     "cls" is run_classifier's `create_model` as it is (the [CLS] vector through bert's pooler).
     "mean" averages the last layer over the real tokens instead: sentence-transformers models
-    such as all-MiniLM-L6-v2 were trained that way and their pooler never was. With no labels
-    (serving) the loss gets zeros and is simply not used.
+    such as all-MiniLM-L6-v2 were trained that way and their pooler never was. `multi_label`: the
+    same head with sigmoid outputs and binary cross-entropy (sigmoid_head). With no labels (serving)
+    the loss gets zeros and is simply not used.
     """
     if labels is None:
-        labels = tf.zeros_like(features["input_ids"][:, 0])
-    if pooling == "cls":
+        labels = (tf.zeros([tf.shape(features["input_ids"])[0], num_labels]) if multi_label
+                  else tf.zeros_like(features["input_ids"][:, 0]))
+    if pooling == "cls" and not multi_label:
         return run_classifier.create_model(
             bert_config, is_training, features["input_ids"], features["input_mask"],
             features["segment_ids"], labels, num_labels, use_one_hot_embeddings=False)
     model = modeling.BertModel(bert_config, is_training, features["input_ids"], features["input_mask"],
                                features["segment_ids"])
-    mask = tf.cast(features["input_mask"], tf.float32)[:, :, None]
-    pooled = tf.reduce_sum(model.get_sequence_output() * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+    if pooling == "cls":
+        pooled = model.get_pooled_output()
+    else:
+        mask = tf.cast(features["input_mask"], tf.float32)[:, :, None]
+        pooled = tf.reduce_sum(model.get_sequence_output() * mask, axis=1) / tf.maximum(
+            tf.reduce_sum(mask, axis=1), 1.0)
     pooled = tf.identity(pooled, name=POOLED_TENSOR.split(":")[0])  # named for tools/ood.py's centroid score
+    if multi_label:
+        return sigmoid_head(pooled, labels, num_labels, is_training, positive_weights)
     return softmax_head(pooled, labels, num_labels, is_training)
 
 
-def softmax_head(pooled, labels, num_labels, is_training):
-    """run_classifier's head (same variable names), on a pooled vector of our choosing."""
+def output_layer(pooled, num_labels):
+    """run_classifier's output weights and bias (same variable names, outside the "loss" scope)."""
     hidden_size = pooled.shape[-1].value
     output_weights = tf.get_variable("output_weights", [num_labels, hidden_size],
                                      initializer=tf.truncated_normal_initializer(stddev=0.02))
     output_bias = tf.get_variable("output_bias", [num_labels], initializer=tf.zeros_initializer())
+    return output_weights, output_bias
+
+
+def head_logits(pooled, weights, bias, is_training):
+    if is_training:
+        pooled = tf.nn.dropout(pooled, rate=0.1)
+    return tf.nn.bias_add(tf.matmul(pooled, weights, transpose_b=True), bias)
+
+
+def softmax_head(pooled, labels, num_labels, is_training):
+    """run_classifier's head on a pooled vector of our choosing: softmax over the labels,
+    cross-entropy against the label index."""
+    weights, bias = output_layer(pooled, num_labels)
     with tf.variable_scope("loss"):
-        if is_training:
-            pooled = tf.nn.dropout(pooled, rate=0.1)
-        logits = tf.nn.bias_add(tf.matmul(pooled, output_weights, transpose_b=True), output_bias)
+        logits = head_logits(pooled, weights, bias, is_training)
         probabilities = tf.nn.softmax(logits, axis=-1)
         per_example_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        return tf.reduce_mean(per_example_loss), per_example_loss, logits, probabilities
+
+
+def sigmoid_head(pooled, labels, num_labels, is_training, positive_weights=None):
+    """Several labels per text: an independent sigmoid per label; a text's loss is the binary
+    cross-entropy summed over the labels (the negative log-likelihood of its label vector). With
+    `positive_weights` (one per label) a label's positives weigh that much more in training."""
+    weights, bias = output_layer(pooled, num_labels)
+    with tf.variable_scope("loss"):
+        logits = head_logits(pooled, weights, bias, is_training)
+        probabilities = tf.nn.sigmoid(logits)
+        if positive_weights is None:
+            per_label = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+        else:  # positional: the first argument is `targets` in TF 1.15 and `labels` in TF 2
+            per_label = tf.nn.weighted_cross_entropy_with_logits(
+                labels, logits, tf.constant(positive_weights, tf.float32))
+        per_example_loss = tf.reduce_sum(per_label, axis=-1)
         return tf.reduce_mean(per_example_loss), per_example_loss, logits, probabilities
 
 
@@ -114,13 +151,62 @@ def calibration_variables():
                      for name, value in ((TEMPERATURE_VARIABLE, 1.0), (MIN_CONFIDENCE_VARIABLE, 0.0)))
 
 
+def threshold_variable(num_labels):
+    """A multi-label graph's decision threshold per label: DEFAULT_THRESHOLD until calibrate.py tunes
+    them in the export on the validation split. Not trained."""
+    with tf.variable_scope(CALIBRATION_SCOPE):
+        return tf.get_variable(THRESHOLDS_VARIABLE, shape=[num_labels], dtype=tf.float32, trainable=False,
+                               initializer=tf.constant_initializer(DEFAULT_THRESHOLD))
+
+
+def multi_label_text_outputs(probabilities, thresholds, label_names, label_separator):
+    """serve_text's outputs for a multi-label export: `predicted` [batch, labels] (probability >= the
+    label's threshold), `label` the chosen labels in label order joined by the separator ("" for none),
+    `score` the top probability, `accepted` whether any label was chosen."""
+    predicted = probabilities >= thresholds[None, :]
+    names = tf.constant([name + label_separator for name in label_names])
+    joined = tf.strings.reduce_join(tf.where(predicted, tf.tile(names[None, :], [tf.shape(predicted)[0], 1]),
+                                     tf.fill(tf.shape(predicted), "")), axis=1)
+    # every chosen name carries the separator after it: cut the last one
+    cut = len(label_separator.encode("utf-8"))  # substr and length count bytes
+    length = tf.maximum(tf.strings.length(joined) - cut, 0)
+    label = tf.strings.substr(joined, tf.zeros_like(length), length)
+    return {"probabilities": probabilities, "label": label, "score": tf.reduce_max(probabilities, axis=-1),
+            "accepted": tf.reduce_any(predicted, axis=-1), "predicted": predicted}
+
+
+def multi_label_metrics(labels, probabilities, per_example_loss):
+    """Evaluation metrics of a multi-label model at DEFAULT_THRESHOLD (the tuned thresholds do not exist
+    yet): eval_loss (picks the export), micro-F1 and subset accuracy."""
+    truth = labels > 0.5
+    chosen = probabilities >= DEFAULT_THRESHOLD
+    counts = [metric(truth, chosen) for metric in (tf.metrics.true_positives, tf.metrics.false_positives,
+                                                    tf.metrics.false_negatives)]
+
+    def f1(tp, fp, fn):
+        return tf.math.divide_no_nan(2 * tp, 2 * tp + fp + fn)
+
+    return {
+        "eval_loss": tf.metrics.mean(per_example_loss),
+        "micro_f1": (f1(*[value for value, _ in counts]), f1(*[update for _, update in counts])),
+        "subset_accuracy": tf.metrics.mean(tf.cast(tf.reduce_all(tf.equal(truth, chosen), axis=-1), tf.float32)),
+    }
+
+
 def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_rate=5e-5,
                      num_train_steps=1, num_warmup_steps=0, pooling="cls", use_amp=False, label_names=None,
-                     class_weights=None):
+                     class_weights=None, label_separator=None):
     """The estimator's model_fn (TRAIN, EVAL and PREDICT) for a `num_labels`-way classifier. With
     `label_names`, PREDICT also answers the top label as a string (the `serve_text` outputs). With
     `class_weights` (one per label), training minimises the weighted cross-entropy; evaluation's
-    loss, which picks the best export, stays the plain one."""
+    loss, which picks the best export, stays the plain one. With `label_separator`, a text has any
+    number of labels (multi-hot labels, sigmoid outputs; class_weights weigh each label's positives)."""
+    if label_separator is not None:
+        return multi_label_model_fn_builder(
+            bert_config=bert_config, num_labels=num_labels, init_checkpoint=init_checkpoint,
+            learning_rate=learning_rate, num_train_steps=num_train_steps, num_warmup_steps=num_warmup_steps,
+            pooling=pooling, use_amp=use_amp, label_names=label_names, positive_weights=class_weights,
+            label_separator=label_separator)
 
     def model_fn(features, labels, mode, params=None):
         is_training = mode == tf.estimator.ModeKeys.TRAIN
@@ -159,6 +245,40 @@ def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_
         if class_weights is not None:
             weights = tf.gather(tf.constant(class_weights, tf.float32), labels)
             loss = tf.reduce_sum(per_example_loss * weights) / tf.maximum(tf.reduce_sum(weights), 1e-12)
+        train_op = create_train_op(loss, learning_rate, num_train_steps, num_warmup_steps, use_amp)
+        return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
+
+    return model_fn
+
+
+def multi_label_model_fn_builder(*, bert_config, num_labels, init_checkpoint, learning_rate, num_train_steps,
+                                 num_warmup_steps, pooling, use_amp, label_names, positive_weights, label_separator):
+    """model_fn_builder's model_fn for several labels per text: sigmoid probabilities on every path,
+    no temperature (each label's probability is its own), a decision threshold per label."""
+
+    def model_fn(features, labels, mode, params=None):
+        is_training = mode == tf.estimator.ModeKeys.TRAIN
+        # training alone weighs positives: evaluation's loss, which picks the export, stays the plain one
+        loss, per_example_loss, logits, probabilities = create_classifier(
+            bert_config, is_training, features, labels, num_labels, pooling, multi_label=True,
+            positive_weights=positive_weights if is_training else None)
+        if is_training:
+            log.info("warm start: %d variables from %s", warm_start_from(init_checkpoint), init_checkpoint)
+        thresholds = threshold_variable(num_labels)  # in every graph, so checkpoints hold it too
+
+        if mode == tf.estimator.ModeKeys.PREDICT:
+            tf.identity(logits, name=LOGITS_TENSOR.split(":")[0])
+            export_outputs = {"serving_default": tf.estimator.export.PredictOutput({"probabilities": probabilities})}
+            if label_names is not None:
+                export_outputs[TEXT_SIGNATURE] = tf.estimator.export.PredictOutput(
+                    multi_label_text_outputs(probabilities, thresholds, list(label_names), label_separator))
+            return tf.estimator.EstimatorSpec(mode, predictions={"probabilities": probabilities},
+                                              export_outputs=export_outputs)
+
+        if mode == tf.estimator.ModeKeys.EVAL:
+            return tf.estimator.EstimatorSpec(mode, loss=loss, eval_metric_ops=multi_label_metrics(
+                labels, probabilities, per_example_loss))
+
         train_op = create_train_op(loss, learning_rate, num_train_steps, num_warmup_steps, use_amp)
         return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
 

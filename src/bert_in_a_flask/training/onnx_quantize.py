@@ -11,6 +11,7 @@ from ..serving.predictor import Predictor
 from ..shared.errors import UserError
 from ..shared.export_contract import ONNX_FILE, ONNX_INT8_FILE
 from ..shared.files import file_sha256
+from ..shared.multilabel import split_labels
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,22 @@ def quantize_int8(export_dir, texts, labels):
 
 
 def accuracy_of(export_dir, onnx_file, texts, labels):
-    """The share of `texts` the export's labels and tokenizer, run on `onnx_file`, label right."""
+    """The share of `texts` the export's labels and tokenizer, run on `onnx_file`, label right: the
+    top label, or a multi-label export's whole set of labels. `labels`: per text its label, or its
+    labels (a list; a string of a multi-label export is split on its separator)."""
     predictor = Predictor(export_dir, onnx_file=onnx_file)
     try:
-        predicted = predictor.forward_sorted(predictor.preprocess(list(texts))).argmax(axis=1)
-        return float(np.mean([predictor.labels[i] == label for i, label in zip(predicted, labels)]))
+        answered = predictor.label_sets(predictor.forward_sorted(predictor.preprocess(list(texts))))
+        truth = [set(truth_of(label, predictor.config)) for label in labels]
+        return float(np.mean([got == want for got, want in zip(answered, truth)]))
     finally:
         predictor.close()
+
+
+def truth_of(label, config):
+    if not isinstance(label, str):
+        return label
+    return split_labels(label, config.label_separator) if config.multi_label else [label]
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from .export import AssetsWriter, export_config_for, name_signatures, serving_in
 from .exporter import BestCheckpointsExporter
 from .model import model_fn_builder
 from .onnx_export import Conversion
-from .report import tfidf_svm_baseline, write_report
+from .report import tfidf_baseline, write_report
 
 
 class Inputs(object):
@@ -43,15 +43,17 @@ def train(config):
     estimator, exporter = build_estimator_and_exporter(config, inputs, max_steps)
     train_and_evaluate(estimator=estimator, train_input_fn=train_input_fn(config, inputs, record_files["train"]),
                        eval_input_fn=records.input_fn_builder(record_files["val"], batch_size=config.eval_batch_size,
-                                                              is_training=False, max_seq_length=config.max_seq_length),
+                                                              is_training=False, max_seq_length=config.max_seq_length,
+                                                              multi_label_count=multi_label_count(inputs)),
                        exporter=exporter, max_steps=max_steps, examples_per_step=examples_per_step, config=config)
     if inputs.cluster is not None and not inputs.cluster.writes_outputs:
         logging.info("%s: training done; the evaluator exports the best model and writes the report", inputs.cluster)
         return None
     best = best_export(exporter)
-    if config.calibrate == "temperature":
+    if config.calibrate == "temperature":  # with several labels per text: the thresholds (calibrate.py)
         best = exporter.replace_best(calibrate_export(best["export_dir"], list(inputs.splits.val["text"]),
-                                                      list(inputs.splits.val["label"]), config.confidence_keeps))
+                                                      data.label_sets(inputs.splits.val, config.label_separator),
+                                                      config.confidence_keeps))
     baseline = onnx_copy_and_baseline(config, inputs.splits, best["export_dir"])
     if not config.skip_report:
         report(best["export_dir"], inputs.splits, inputs.paths["report"], baseline)
@@ -63,10 +65,12 @@ def load_and_check(config):
     base = pretrained.load(config.bert_dir, config.max_seq_length)
     do_lower_case = records.resolve_do_lower_case(config.do_lower_case, base.vocab_file, base.init_checkpoint)
     splits = data.load_splits(config.data_file, text_column=config.text_column, label_column=config.label_column,
-                              sep=config.sep, val_file=config.val_file, test_file=config.test_file, seed=config.seed)
+                              sep=config.sep, val_file=config.val_file, test_file=config.test_file, seed=config.seed,
+                              label_separator=config.label_separator)
     encoder = TextEncoder(records.bert_tokenizer(base.vocab_file, do_lower_case), config.max_seq_length,
                           config.truncate)
-    weights = class_weights.resolve(config.class_weights, splits.train["label"], splits.labels)
+    weights = class_weights.resolve(config.class_weights, data.label_sets(splits.train, splits.label_separator),
+                                    splits.labels, multi_label=splits.label_separator is not None)
     if weights is not None:
         logging.info("class weights (%s): %s", config.class_weights,
                      ", ".join("%s %.3g" % pair for pair in zip(splits.labels, weights)))
@@ -82,7 +86,8 @@ def write_records(config, inputs):
     """{"train", "val"}: the splits' TFRecord files, encoded once and cached by content."""
     return {name: records.cached_records(frame, labels=inputs.splits.labels, encoder=inputs.encoder,
                                          vocab_file=inputs.base.vocab_file, do_lower_case=inputs.do_lower_case,
-                                         cache_dir=config.cache_dir, split_name=name)
+                                         cache_dir=config.cache_dir, split_name=name,
+                                         label_separator=config.label_separator)
             for name, frame in (("train", inputs.splits.train), ("val", inputs.splits.val))}
 
 
@@ -107,7 +112,7 @@ def build_estimator_and_exporter(config, inputs, max_steps):
         bert_config=base.config, num_labels=len(labels), init_checkpoint=base.init_checkpoint,
         learning_rate=config.learning_rate, num_train_steps=max_steps,
         num_warmup_steps=int(max_steps * config.warmup_proportion), pooling=config.pooling, use_amp=config.use_amp,
-        label_names=labels, class_weights=inputs.class_weights)
+        label_names=labels, class_weights=inputs.class_weights, label_separator=config.label_separator)
     estimator = build_estimator(model_fn=model_fn, model_dir=paths["checkpoints"], config=config,
                                 devices=inputs.devices, cluster=inputs.cluster)
     export_config = export_config_for(config, bert_config=base.config, do_lower_case=inputs.do_lower_case,
@@ -121,12 +126,18 @@ def build_estimator_and_exporter(config, inputs, max_steps):
     return estimator, exporter
 
 
+def multi_label_count(inputs):
+    """The length of a multi-hot label record, None for one label per text."""
+    return len(inputs.splits.labels) if inputs.splits.label_separator is not None else None
+
+
 def train_input_fn(config, inputs, record_file):
     cluster = inputs.cluster
     return records.input_fn_builder(
         record_file, batch_size=config.batch_size, is_training=True, max_seq_length=config.max_seq_length,
         length_bucketing=config.length_bucketing, pad_to_max=config.pad_to_max_seq_length, seed=config.seed,
-        shard=cluster.shard if cluster is not None and not cluster.synchronous else None)
+        shard=cluster.shard if cluster is not None and not cluster.synchronous else None,
+        multi_label_count=multi_label_count(inputs))
 
 
 def best_export(exporter):
@@ -138,15 +149,15 @@ def best_export(exporter):
 
 
 def onnx_copy_and_baseline(config, splits, export_dir):
-    """The export's verified ONNX copy (unless --skip-onnx) and the report's TF-IDF baseline accuracy
-    (None with --skip-report), side by side: tf2onnx converts in its own process while this one fits
-    the baseline (one core) and computes the SavedModel's answers the copy is checked against."""
+    """The export's verified ONNX copy (unless --skip-onnx) and the report's TF-IDF baseline (None with
+    --skip-report), side by side: tf2onnx converts in its own process while this one fits the baseline
+    (one core) and computes the SavedModel's answers the copy is checked against."""
     conversion = None if config.skip_onnx else Conversion(export_dir)
     try:
-        baseline = None if config.skip_report else tfidf_svm_baseline(splits.train, splits.test)
+        baseline = None if config.skip_report else tfidf_baseline(splits)
         if conversion is not None:
-            conversion.finish(texts=list(splits.val["text"]), labels=list(splits.val["label"]), seed=config.seed,
-                              quantize=config.quantize)
+            conversion.finish(texts=list(splits.val["text"]), seed=config.seed, quantize=config.quantize,
+                              labels=data.label_sets(splits.val, splits.label_separator))
     finally:
         if conversion is not None:
             conversion.cancel()
@@ -157,7 +168,7 @@ def report(export_dir, splits, report_dir, baseline):
     """The test report from the export as served (its verified ONNX copy when there is one)."""
     predictor = Predictor(export_dir)
     try:
-        write_report(predictor, splits, report_dir, baseline_accuracy=baseline)
+        write_report(predictor, splits, report_dir, baseline=baseline)
     finally:
         predictor.close()
 

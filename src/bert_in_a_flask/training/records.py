@@ -11,6 +11,7 @@ import os
 from ..shared.errors import UserError
 from ..shared.text import vocab_is_cased
 from ..shared.tf_compat import tf, tokenization
+from .data import label_sets
 
 log = logging.getLogger(__name__)
 
@@ -43,44 +44,57 @@ def resolve_do_lower_case(setting, vocab_file, init_checkpoint=None):
 
 # --- TFRecord cache ------------------------------------------------------------------------
 
-def cache_key(frame, vocab_file, encoder, labels, do_lower_case):
+def cache_key(frame, vocab_file, encoder, labels, do_lower_case, label_separator=None):
     """Everything that changes the records: the rows, vocab, length, case, truncation, labels."""
     digest = hashlib.sha256()
     digest.update(frame.to_csv(index=False).encode("utf-8"))
     with open(vocab_file, "rb") as handle:
         digest.update(handle.read())
-    digest.update(json.dumps([FEATURES_VERSION, encoder.max_seq_length, do_lower_case,
-                              encoder.truncate, list(labels)]).encode("utf-8"))
+    key = [FEATURES_VERSION, encoder.max_seq_length, do_lower_case, encoder.truncate, list(labels)]
+    if label_separator is not None:  # multi-hot records (single-label keys stay as they were)
+        key.append(label_separator)
+    digest.update(json.dumps(key).encode("utf-8"))
     return digest.hexdigest()[:16]
 
 
-def write_records(frame, labels, encoder, path):
+def label_feature(row_labels, label_to_id, multi_label):
+    """A row's `label_ids`: its label's index, or (multi-label) the multi-hot float vector of its labels."""
+    if not multi_label:
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[label_to_id[row_labels[0]]]))
+    hot = [0.0] * len(label_to_id)
+    for label in row_labels:
+        hot[label_to_id[label]] = 1.0
+    return tf.train.Feature(float_list=tf.train.FloatList(value=hot))
+
+
+def write_records(frame, labels, encoder, path, label_separator=None):
     """Tokenize `frame` into `path`, via a temp name so an interrupted write is never reused."""
     label_to_id = {label: i for i, label in enumerate(labels)}
     tmp_path = "%s.tmp-%d" % (path, os.getpid())
     lengths = []
     with tf.io.TFRecordWriter(tmp_path) as writer:
-        for text, label in zip(frame["text"], frame["label"]):
+        for text, row_labels in zip(frame["text"], label_sets(frame, label_separator)):
             ids = encoder.encode(text)
             lengths.append(len(ids))
             example = tf.train.Example(features=tf.train.Features(feature={
                 "input_ids": tf.train.Feature(int64_list=tf.train.Int64List(value=ids)),
-                "label_ids": tf.train.Feature(int64_list=tf.train.Int64List(value=[label_to_id[label]])),
+                "label_ids": label_feature(row_labels, label_to_id, label_separator is not None),
             }))
             writer.write(example.SerializeToString())
     os.replace(tmp_path, path)
     return lengths
 
 
-def cached_records(frame, *, labels, encoder, vocab_file, do_lower_case, cache_dir, split_name):
+def cached_records(frame, *, labels, encoder, vocab_file, do_lower_case, cache_dir, split_name,
+                   label_separator=None):
     """Path of the split's TFRecord file, written only when no cache with the same key exists."""
     os.makedirs(cache_dir, exist_ok=True)
-    key = cache_key(frame, vocab_file, encoder, labels, do_lower_case)
+    key = cache_key(frame, vocab_file, encoder, labels, do_lower_case, label_separator)
     path = os.path.join(cache_dir, "%s-%s.tfrecord" % (split_name, key))
     if os.path.exists(path):
         log.info("reusing %s", path)
     else:
-        lengths = write_records(frame, labels, encoder, path)
+        lengths = write_records(frame, labels, encoder, path, label_separator)
         log.info("wrote %d %s records to %s (mean %.1f word pieces, %d truncated)",
                  len(lengths), split_name, path, sum(lengths) / max(1, len(lengths)),
                  sum(1 for n in lengths if n >= encoder.max_seq_length))
@@ -89,18 +103,25 @@ def cached_records(frame, *, labels, encoder, vocab_file, do_lower_case, cache_d
 
 # --- input_fn ---------------------------------------------------------------------------
 
-def _parse_record(serialized):
-    parsed = tf.parse_single_example(serialized, {
-        "input_ids": tf.VarLenFeature(tf.int64),
-        "label_ids": tf.FixedLenFeature([], tf.int64),
-    })
-    input_ids = tf.cast(tf.sparse.to_dense(parsed["input_ids"]), tf.int32)
-    features = {
-        "input_ids": input_ids,
-        "input_mask": tf.ones_like(input_ids),
-        "segment_ids": tf.zeros_like(input_ids),
-    }
-    return features, tf.cast(parsed["label_ids"], tf.int32)
+def record_parser(num_labels=None):
+    """Parses one record into (features, label): an int32 index, or with `num_labels` (multi-label)
+    the float32 multi-hot vector."""
+    label_spec = (tf.FixedLenFeature([], tf.int64) if num_labels is None
+                  else tf.FixedLenFeature([num_labels], tf.float32))
+
+    def parse(serialized):
+        parsed = tf.parse_single_example(serialized, {"input_ids": tf.VarLenFeature(tf.int64),
+                                                      "label_ids": label_spec})
+        input_ids = tf.cast(tf.sparse.to_dense(parsed["input_ids"]), tf.int32)
+        features = {
+            "input_ids": input_ids,
+            "input_mask": tf.ones_like(input_ids),
+            "segment_ids": tf.zeros_like(input_ids),
+        }
+        label = parsed["label_ids"]
+        return features, tf.cast(label, tf.int32) if num_labels is None else label
+
+    return parse
 
 
 def bucket_boundaries(max_seq_length, shortest=4, growth=1.1):
@@ -117,17 +138,18 @@ def bucket_boundaries(max_seq_length, shortest=4, growth=1.1):
 
 
 def input_fn_builder(record_file, *, batch_size, is_training, max_seq_length,
-                     length_bucketing=True, pad_to_max=False, seed=None, shard=None):
+                     length_bucketing=True, pad_to_max=False, seed=None, shard=None, multi_label_count=None):
     """`input_fn` for the estimator: (features, label_ids) batches from one TFRecord file.
 
     Training shuffles and repeats. With `length_bucketing` batches hold texts of similar length
     (evaluation too: it sees each text once, in a different order, and its metrics are per-text
     means, so only its time changes). `pad_to_max` pads every batch to max_seq_length: the
     original's way, kept for benchmarks. `shard=(n, i)`: a training task of a cluster reads every
-    n-th record from the i-th.
+    n-th record from the i-th. `multi_label_count`: the number of labels of multi-hot records.
     """
     seq_shape = [max_seq_length if pad_to_max else None]
-    padded_shapes = ({"input_ids": seq_shape, "input_mask": seq_shape, "segment_ids": seq_shape}, [])
+    label_shape = [] if multi_label_count is None else [multi_label_count]
+    padded_shapes = ({"input_ids": seq_shape, "input_mask": seq_shape, "segment_ids": seq_shape}, label_shape)
 
     def input_fn(params=None, input_context=None):
         dataset = tf.data.TFRecordDataset(record_file)
@@ -138,7 +160,7 @@ def input_fn_builder(record_file, *, batch_size, is_training, max_seq_length,
             dataset = dataset.shard(*shard)  # a parameter-server cluster: this task's share
         if is_training:
             dataset = dataset.shuffle(buffer_size=10000, seed=seed, reshuffle_each_iteration=True).repeat()
-        dataset = dataset.map(_parse_record, num_parallel_calls=2)
+        dataset = dataset.map(record_parser(multi_label_count), num_parallel_calls=2)
         if length_bucketing and not pad_to_max:
             boundaries = bucket_boundaries(max_seq_length)
             dataset = dataset.apply(tf.data.experimental.bucket_by_sequence_length(

@@ -1,6 +1,7 @@
 """Test-split report for an export: metrics.json, classification_report.txt,
 confusion_matrix.png (row-normalised), reliability_diagram.png and the calibration figures
-(report_calibration.py), and a TF-IDF + linear SVM baseline on the same split."""
+(report_calibration.py), and a TF-IDF + linear SVM baseline on the same split. A multi-label
+export's report is report_multilabel.py's."""
 import logging
 import os
 
@@ -12,18 +13,30 @@ from sklearn.pipeline import make_pipeline
 from sklearn.svm import LinearSVC
 
 from ..shared.files import save_json
-from . import report_calibration
+from . import report_calibration, report_multilabel
 
 log = logging.getLogger(__name__)
 
 
+def tfidf_features():
+    """TF-IDF on character 2-5-grams: the best of word and character n-grams on the SO-titles
+    validation split."""
+    return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)
+
+
 def tfidf_svm_baseline(train, test):
-    """Accuracy of TF-IDF on character 2-5-grams (the best of word and character n-grams on the
-    SO-titles validation split) with a linear SVM: what BERT has to beat."""
-    pipeline = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True),
-                             LinearSVC(C=1.0))
+    """Accuracy of TF-IDF with a linear SVM: what BERT has to beat."""
+    pipeline = make_pipeline(tfidf_features(), LinearSVC(C=1.0))
     pipeline.fit(train["text"], train["label"])
     return float(accuracy_score(test["label"], pipeline.predict(test["text"])))
+
+
+def tfidf_baseline(splits):
+    """The report's baseline on these splits: the linear SVM's test accuracy, or for several labels
+    per text the one-vs-rest SVMs' test scores (report_multilabel.py)."""
+    if splits.label_separator is not None:
+        return report_multilabel.tfidf_one_vs_rest_baseline(splits, tfidf_features())
+    return tfidf_svm_baseline(splits.train, splits.test)
 
 
 def classification_metrics(y_true, probabilities, labels):
@@ -69,16 +82,19 @@ def plot_confusion_matrix(y_true, y_pred, labels, path):
     plt.close(fig)
 
 
-def write_report(predictor, splits, report_dir, baseline_accuracy=None):
+def write_report(predictor, splits, report_dir, baseline=None):
     """Evaluate the export on the test split and write the report files; returns the metrics.
-    `baseline_accuracy`: tfidf_svm_baseline's, when the caller computed it already."""
+    `baseline`: tfidf_baseline's, when the caller computed it already."""
     os.makedirs(report_dir, exist_ok=True)
+    if baseline is None:
+        baseline = tfidf_baseline(splits)
+    if predictor.config.multi_label:
+        return report_multilabel.write_report(predictor, splits, report_dir, baseline)
     label_ids = {label: i for i, label in enumerate(predictor.labels)}
     y_true = np.array([label_ids[label] for label in splits.test["label"]])
     probabilities = predictor.predict_proba(list(splits.test["text"]))
     metrics = classification_metrics(y_true, probabilities, predictor.labels)
-    metrics["tfidf_svm_accuracy"] = (tfidf_svm_baseline(splits.train, splits.test) if baseline_accuracy is None
-                                     else baseline_accuracy)
+    metrics["tfidf_svm_accuracy"] = baseline
     metrics["calibration"] = report_calibration.calibration_metrics(y_true, probabilities,
                                                                     predictor.config.calibration)
     metrics["export_dir"] = predictor.export_dir
