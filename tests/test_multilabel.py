@@ -206,6 +206,21 @@ def test_predict_answers_a_list_of_labels_per_text(multi_label_client):
 
 
 @pytest_slow
+def test_a_server_booting_from_model_dir_serves_the_multi_label_export(multi_label_run, tmp_path):
+    # the first boot checks a warm-up prediction; per-label probabilities do not sum to 1
+    from bert_in_a_flask.serving import settings
+    from bert_in_a_flask.serving.app import create_app
+
+    config = settings.from_env({"MODEL_DIR": os.path.dirname(multi_label_run["export_dir"])},
+                               LOG_FILE=str(tmp_path / "calls.log"))
+    app = create_app(config)
+    client = app.test_client()
+    assert client.get("/ready").status_code == 200
+    assert sorted(client.post("/predict", json={"X": ["react npm error"]}).get_json()["predictions"][0]) \
+        == ["javascript"]
+
+
+@pytest_slow
 def test_tf_serving_and_kserve_routes_carry_the_label_sets(multi_label_client):
     rows = multi_label_client.post("/v1/models/bert:predict", json={"instances": TWO_LABEL_TEXTS}).get_json()
     assert [row["label"] for row in rows["predictions"]] == ["|".join(chosen) for chosen in EXPECTED]
@@ -215,6 +230,9 @@ def test_tf_serving_and_kserve_routes_carry_the_label_sets(multi_label_client):
     tensors = {tensor["name"]: tensor for tensor in v2["outputs"]}
     assert tensors["predicted"]["shape"] == [4, 3] and tensors["predicted"]["datatype"] == "BOOL"
     assert tensors["label"]["data"] == ["|".join(chosen) for chosen in EXPECTED]
+    only_some = multi_label_client.post("/v2/models/bert/infer", json={"outputs": [{"name": "predicted"}], "inputs": [
+        {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["pip"]}]}).get_json()
+    assert [tensor["name"] for tensor in only_some["outputs"]] == ["predicted"]
 
 
 @pytest_slow

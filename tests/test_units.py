@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from bert_in_a_flask.shared.errors import UserError
-from bert_in_a_flask.shared.export_contract import FORMAT_VERSION, ExportConfig, read_assets
+from bert_in_a_flask.shared.export_contract import (FORMAT_VERSION, SINGLE_LABEL_FORMAT_VERSION, ExportConfig,
+                                                    read_assets)
 from helpers import ROOT, FakePredictor, make_rows, tiny_vocab, write_csv
 
 
@@ -155,7 +156,8 @@ def test_export_config_round_trip(tmp_path):
     path = str(tmp_path / "model_config.json")
     config.write(path)
     assert ExportConfig.read(path) == config
-    assert json.load(open(path))["format_version"] == FORMAT_VERSION
+    # single-label exports keep the version older readers know; multi-label ones need the newest
+    assert json.load(open(path))["format_version"] == SINGLE_LABEL_FORMAT_VERSION
 
 
 def test_an_export_written_before_format_version_still_loads(tmp_path):
@@ -175,9 +177,17 @@ def test_an_export_written_before_format_version_still_loads(tmp_path):
     ("truncate", "tail", "field 'truncate' must be one of head, head+tail"),
     ("format_version", FORMAT_VERSION + 1, "field 'format_version' must be an integer <= %d" % FORMAT_VERSION),
     ("val_metrics", [], "field 'val_metrics' must be a JSON object"),
+    # a multi-label export: its separator, its version (older readers must refuse it), a threshold per label
+    ("multi_label", "yes", "field 'multi_label' must be true or false"),
+    ("label_separator", "", "field 'label_separator' must be the separator"),
+    ("format_version", SINGLE_LABEL_FORMAT_VERSION, "field 'format_version' must be %d for a multi_label export"
+     % FORMAT_VERSION),
+    ("calibration", {"method": "thresholds", "thresholds": [0.5]}, "thresholds are a list of one per label"),
 ])
 def test_a_bad_export_config_names_the_file_and_the_field(tmp_path, field, value, message):
     config = dict(max_seq_length=32, do_lower_case=True, format_version=FORMAT_VERSION)
+    if field in ("label_separator", "calibration") or (field == "format_version" and value < FORMAT_VERSION):
+        config.update(multi_label=True, label_separator="|", num_labels=3)
     config[field] = value
     folder = write_export(str(tmp_path / "1700000000"), config)
     with pytest.raises(UserError) as error:
@@ -209,7 +219,7 @@ def test_routes_answer_on_a_fake_predictor(fake_client):
     assert fake_client.get("/ready").get_json() == {"ready": True, "model": "fake/1700000000"}
     meta = fake_client.get("/metadata").get_json()
     assert meta["labels"] == ["java", "python"] and meta["base_model"] == "fake" and meta["max_seq_length"] == 16
-    assert meta["created"] == "2026-11-25T00:00:00Z" and meta["format_version"] == FORMAT_VERSION
+    assert meta["created"] == "2026-11-25T00:00:00Z" and meta["format_version"] == SINGLE_LABEL_FORMAT_VERSION
     assert fake_client.post("/predict", json={"X": ["a"] * 4}).status_code == 413
     assert fake_client.post("/predict", json={"X": [1]}).get_json()["error"] == '"X"[0] must be a string, not int'
     assert 'endpoint="/predict",status="200"' in fake_client.get("/metrics").get_data(as_text=True)

@@ -88,7 +88,7 @@ def metadata():
     settings = current_app.config
     predictor = g.predictor = leased_predictor()
     config = predictor.config
-    return jsonify({
+    answer = {
         "model": model_name(predictor), "export_dir": predictor.export_dir,
         "version": os.path.basename(predictor.export_dir),
         "labels": predictor.labels,
@@ -100,16 +100,17 @@ def metadata():
         "calibrated": predictor.calibrated, "calibration": config.calibration,
         "min_confidence": predictor.confidence_floor(settings["MIN_CONFIDENCE"]),
         "coverage_levels": sorted(predictor.coverage_quantiles()),
-        "multi_label": config.multi_label,
-        "label_separator": config.label_separator if config.multi_label else None,
-        "thresholds": dict(zip(predictor.labels, predictor.thresholds())) if config.multi_label else None,
         "tf_version": tf_version(), "build": {"date": settings["BUILD_DATE"], "git_sha": settings["GIT_SHA"]},
         "micro_batching": settings["MICRO_BATCHING"],
         "limits": {"max_texts": settings["MAX_TEXTS"], "max_batch_size": settings["MAX_BATCH_SIZE"],
                    "max_content_length": settings["MAX_CONTENT_LENGTH"],
                    "max_pending_texts": settings["MAX_PENDING_TEXTS"],
                    "predict_timeout_s": settings["PREDICT_TIMEOUT_S"]},
-    })
+    }
+    if config.multi_label:  # a single-label export's metadata stays as it was
+        answer.update(multi_label=True, label_separator=config.label_separator,
+                      thresholds=dict(zip(predictor.labels, predictor.thresholds())))
+    return jsonify(answer)
 
 
 @api.route("/metrics", methods=["GET"])

@@ -30,11 +30,13 @@ def spec(max_texts, docs_page=False):
                                              "description": "false: leave out `probabilities`"},
                        "min_confidence": {"type": "number", "minimum": 0, "maximum": 1, "nullable": True,
                                           "description": "texts whose top probability is under this get "
-                                                         "prediction null and a reason (null: MIN_CONFIDENCE)"},
+                                                         "prediction null and a reason (null: MIN_CONFIDENCE; "
+                                                         "a 400 for a multi-label export)"},
                        "coverage": {"type": "number", "nullable": True, "enum": list(COVERAGE_LEVELS) + [None],
                                     "description": "also answer per text the smallest set of labels that holds "
                                                    "the true one with this probability (split conformal); one of "
-                                                   "/metadata's coverage_levels (a calibrated export stores these)"}},
+                                                   "/metadata's coverage_levels (a calibrated export stores these; "
+                                                   "a multi-label export has none)"}},
     }
     predict_response = {
         "type": "object", "required": ["predictions", "prediction_probs", "model"],

@@ -202,11 +202,16 @@ def v2_infer(name, version=None):
     if tensor.get("name") != "text" or tensor.get("datatype") != "BYTES":
         raise UserError('the input must be named "text" with datatype "BYTES"')
     texts = checked_texts(tensor.get("data"), '"data" of input "text"')  # its "shape" is informational
+    wanted = body.get("outputs")
+    if wanted is not None and (not isinstance(wanted, list)
+                               or not all(isinstance(o, dict) and o.get("name") in V2_OUTPUTS for o in wanted)):
+        raise UserError('"outputs" must list some of %s as {"name": ...}' % ", ".join(V2_OUTPUTS))
     predictor = served(name, version)
     offered = V2_OUTPUTS if predictor.multi_label else V2_OUTPUTS[:-1]
-    wanted = body.get("outputs", [{"name": name_} for name_ in offered])
-    if not isinstance(wanted, list) or not all(isinstance(o, dict) and o.get("name") in offered for o in wanted):
-        raise UserError('"outputs" must list some of %s as {"name": ...}' % ", ".join(offered))
+    if wanted is None:
+        wanted = [{"name": name_} for name_ in offered]
+    elif any(o["name"] not in offered for o in wanted):
+        raise UserError('"outputs": "predicted" is a multi-label export\'s; this one offers %s' % ", ".join(offered))
     columns = classify(predictor, texts)
     n, k = len(texts), len(predictor.labels)
     tensors = {  # BYTES has no null: a text under the floor has the empty label and accepted false

@@ -52,12 +52,17 @@ def export_key(export_dir):
 
 
 def verified(predictor, text):
-    """The predictor, once a warm-up prediction came out as a probability distribution."""
+    """The predictor, once a warm-up prediction came out as a probability distribution (a multi-label
+    export: a probability per label, each in [0, 1] and not summing to anything in particular)."""
     probabilities = predictor.predict_proba([text])
-    if probabilities.shape != (1, len(predictor.labels)) or not np.all(np.isfinite(probabilities)) \
-            or abs(float(probabilities.sum()) - 1.0) > 1e-3:
-        raise UserError("its warm-up prediction is not a probability distribution over its %d labels"
-                        % len(predictor.labels))
+    sound = probabilities.shape == (1, len(predictor.labels)) and bool(np.all(np.isfinite(probabilities)))
+    if sound and predictor.multi_label:
+        sound = bool(np.all((probabilities >= 0.0) & (probabilities <= 1.0)))
+    elif sound:
+        sound = abs(float(probabilities.sum()) - 1.0) <= 1e-3
+    if not sound:
+        raise UserError("its warm-up prediction is not a probability %s its %d labels"
+                        % ("per label over" if predictor.multi_label else "distribution over", len(predictor.labels)))
     return predictor
 
 

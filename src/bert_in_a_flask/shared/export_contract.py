@@ -37,7 +37,10 @@ DEFAULT_THRESHOLD = 0.5  # a multi-label export's threshold for every label unti
 # Tensors of the exported graph no signature carries, named for tools/ood.py's energy and centroid scores.
 LOGITS_TENSOR, POOLED_TENSOR = "logits:0", "pooled_features:0"
 POOLINGS = ("cls", "mean")
-FORMAT_VERSION = 1  # 0: exports written before model_config.json had a version (still loaded)
+# 0: exports written before model_config.json had a version (still loaded); 1: one label per text;
+# 2: multi_label exports, which a reader of version 1 would take for softmax ones, so it refuses them.
+FORMAT_VERSION = 2  # the newest this code reads and writes
+SINGLE_LABEL_FORMAT_VERSION = 1  # what single-label exports are still written as: older readers serve them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +72,7 @@ class ExportConfig(object):
     # `calibration`), and the separator the training data joined a row's labels with.
     multi_label: bool = False
     label_separator: str = ""
-    format_version: int = FORMAT_VERSION
+    format_version: int = SINGLE_LABEL_FORMAT_VERSION
 
     def __post_init__(self):
         def bad(field, wanted):
@@ -94,6 +97,15 @@ class ExportConfig(object):
                 bad(field, "a JSON object")
         if not _is_int(self.format_version) or self.format_version > FORMAT_VERSION:
             bad("format_version", "an integer <= %d (a newer trainer wrote this export)" % FORMAT_VERSION)
+        if self.multi_label:
+            if not self.label_separator:
+                bad("label_separator", "the separator of a multi_label export's labels")
+            if self.format_version < FORMAT_VERSION:
+                bad("format_version", "%d for a multi_label export" % FORMAT_VERSION)
+            thresholds = self.calibration.get("thresholds")
+            if thresholds is not None and (not isinstance(thresholds, list) or (
+                    self.num_labels is not None and len(thresholds) != self.num_labels)):
+                bad("calibration", "a record whose thresholds are a list of one per label")
 
     def to_dict(self):
         return dataclasses.asdict(self)

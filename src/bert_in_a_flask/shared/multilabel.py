@@ -32,8 +32,9 @@ def multi_hot(label_sets, labels):
 
 
 def decide(probabilities, thresholds):
-    """[n, labels] booleans: each label whose probability reaches its threshold."""
-    return np.asarray(probabilities) >= np.asarray(thresholds, np.float64)[None, :] - 1e-12
+    """[n, labels] booleans: each label whose probability reaches its threshold, compared in float32
+    as the export's graph compares them (serve_text chooses what this chooses)."""
+    return np.asarray(probabilities, np.float32) >= np.asarray(thresholds, np.float32)[None, :]
 
 
 def f1_counts(true_pos, false_pos, false_neg):
@@ -44,8 +45,8 @@ def f1_counts(true_pos, false_pos, false_neg):
 
 def _counts_per_threshold(probabilities, y):
     """(tp, fp, fn) arrays [grid, labels] for every threshold of THRESHOLD_GRID."""
-    p, y = np.asarray(probabilities, np.float64), np.asarray(y) > 0.5
-    grid = np.asarray(THRESHOLD_GRID)[:, None, None]
+    p, y = np.asarray(probabilities, np.float32), np.asarray(y) > 0.5
+    grid = np.asarray(THRESHOLD_GRID, np.float32)[:, None, None]
     chosen = p[None, :, :] >= grid  # [grid, n, labels]
     true_pos = (chosen & y[None]).sum(axis=1)
     false_pos = (chosen & ~y[None]).sum(axis=1)

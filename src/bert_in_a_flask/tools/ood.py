@@ -75,7 +75,7 @@ def train(work, data, trainer_flags, python):
                "--val-file", os.path.join(data, "val.csv"), "--test-file", os.path.join(data, "test.csv"),
                "--bert-dir", bert_dir, "--output-dir", out, "--cache-dir", os.path.join(work, "cache"),
                "--skip-onnx", "--overwrite"] + list(trainer_flags)
-    print("training on the known tags:", " ".join(command[2:]), flush=True)
+    print("training:", " ".join(command[2:]), flush=True)
     result = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             universal_newlines=True)
     if result.returncode:

@@ -33,7 +33,9 @@ def calibrate_export(export_dir, texts, label_sets, keep_share):
     predictor = Predictor(export_dir, backend="tf")  # the uncalibrated graph (T = 1)
     try:
         if predictor.config.calibration:
-            log.info("calibration: %s is calibrated already (%s)", export_dir, predictor.config.calibration["method"])
+            record = predictor.config.calibration
+            log.info("calibration: %s is calibrated already (%s)", export_dir,
+                     "T %.3f" % record["temperature"] if "temperature" in record else record["method"])
             return export_dir
         multi_label, labels = predictor.config.multi_label, predictor.labels
         raw = predictor.forward_sorted(predictor.preprocess(list(texts)))
@@ -99,7 +101,9 @@ def write_calibrated_export(export_dir, record, values):
     try:
         set_variables(staging, values)
         _, _, config = read_assets(staging)
-        dataclasses.replace(config, calibration=record).write(os.path.join(staging, ASSETS_EXTRA, MODEL_CONFIG_FILE))
+        # `created` is this export's time, its folder's timestamp (the uncalibrated one's is older)
+        dataclasses.replace(config, calibration=record, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+                            ).write(os.path.join(staging, ASSETS_EXTRA, MODEL_CONFIG_FILE))
         final = os.path.join(root, str(stamp))
         os.rename(staging, final)
     except BaseException:

@@ -24,9 +24,9 @@ def resolve(spec, train_label_sets, labels, multi_label=False):
         for row_labels in train_label_sets:
             for label in row_labels:
                 counts[label] += 1
-        if multi_label:
+        if multi_label:  # a label on every row has no negatives to balance against: it keeps weight 1
             n = float(len(train_label_sets))
-            return [(n - counts[label]) / counts[label] if counts[label] else 1.0 for label in labels]
+            return [(n - counts[label]) / counts[label] if 0 < counts[label] < n else 1.0 for label in labels]
         n, k = float(sum(counts.values())), float(len(labels))
         return [n / (k * counts[label]) if counts[label] else 0.0 for label in labels]
     return from_file(spec, labels)

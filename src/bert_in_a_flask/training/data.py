@@ -79,7 +79,11 @@ def load_splits(train_file, *, text_column="post", label_column="tags", sep=None
     for name, part in (("validation", val), ("test", test)):
         unknown = sorted(set().union(*label_sets(part, label_separator)) - set(labels))
         if unknown:
-            raise UserError("%s split has labels never seen in training: %s" % (name, ", ".join(unknown[:5])))
+            hint = (" (a label on one or two rows can land outside the training split: drop it, or pass "
+                    "--val-file and --test-file)" if label_separator is not None and not (val_file and test_file)
+                    else "")
+            raise UserError("%s split has labels never seen in training: %s%s"
+                            % (name, ", ".join(unknown[:5]), hint))
     splits = Splits(*(p.reset_index(drop=True) for p in (frame, val, test)), labels=labels,
                     label_separator=label_separator)
     log.info("data: %d train, %d val, %d test rows, %d labels%s",

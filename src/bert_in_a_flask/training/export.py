@@ -12,7 +12,8 @@ import time
 
 from tensorflow.core.protobuf import saved_model_pb2
 
-from ..shared.export_contract import SIGNATURE_INPUTS, TEXT_INPUT, TEXT_SIGNATURE, ExportConfig, write_assets
+from ..shared.export_contract import (FORMAT_VERSION, SIGNATURE_INPUTS, SINGLE_LABEL_FORMAT_VERSION, TEXT_INPUT,
+                                      TEXT_SIGNATURE, ExportConfig, write_assets)
 from ..shared.files import file_sha256
 from ..shared.tf_compat import tf
 from .model import bert_config_dict
@@ -74,7 +75,8 @@ def export_config_for(config, *, bert_config, do_lower_case, num_labels, tf_vers
         pooling=config.pooling, base_model=base_model_name(bert_config, do_lower_case), num_labels=num_labels,
         bert_config=bert_config_dict(bert_config), data_file=config.data_file,
         data_sha256=file_sha256(config.data_file), tf_version=tf_version,
-        multi_label=config.label_separator is not None, label_separator=config.label_separator or "")
+        multi_label=config.label_separator is not None, label_separator=config.label_separator or "",
+        format_version=FORMAT_VERSION if config.label_separator is not None else SINGLE_LABEL_FORMAT_VERSION)
 
 
 class AssetsWriter(object):

@@ -108,7 +108,7 @@ def sigmoid_head(pooled, labels, num_labels, is_training, positive_weights=None)
         probabilities = tf.nn.sigmoid(logits)
         if positive_weights is None:
             per_label = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
-        else:  # positional: the first argument is `targets` in TF 1.15 and `labels` in TF 2
+        else:
             per_label = tf.nn.weighted_cross_entropy_with_logits(
                 labels, logits, tf.constant(positive_weights, tf.float32))
         per_example_loss = tf.reduce_sum(per_label, axis=-1)
