@@ -150,6 +150,8 @@ def test_a_replaced_model_is_closed_when_its_last_request_ends_and_at_once_when_
 class Stub(object):
     """A predictor of a fake export: its folder's name says whether it loads and passes the check."""
 
+    multi_label = False
+
     def __init__(self, export_dir):
         if "broken" in open(os.path.join(export_dir, "kind")).read():
             raise UserError("cannot load SavedModel %s: garbage" % export_dir)
