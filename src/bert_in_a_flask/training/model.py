@@ -42,7 +42,7 @@ def bert_config_dict(config):
 
 
 def create_classifier(bert_config, is_training, features, labels, num_labels, pooling="cls", multi_label=False,
-                      positive_weights=None):
+                      positive_weights=None, label_priors=None):
     """(loss, per_example_loss, logits, probabilities).
 
     "cls" is run_classifier's `create_model` as it is (the [CLS] vector through bert's pooler).
@@ -68,16 +68,17 @@ def create_classifier(bert_config, is_training, features, labels, num_labels, po
             tf.reduce_sum(mask, axis=1), 1.0)
     pooled = tf.identity(pooled, name=POOLED_TENSOR.split(":")[0])  # named for tools/ood.py's centroid score
     if multi_label:
-        return sigmoid_head(pooled, labels, num_labels, is_training, positive_weights)
+        return sigmoid_head(pooled, labels, num_labels, is_training, positive_weights, label_priors)
     return softmax_head(pooled, labels, num_labels, is_training)
 
 
-def output_layer(pooled, num_labels):
+def output_layer(pooled, num_labels, initial_bias=None):
     """run_classifier's output weights and bias (same variable names, outside the "loss" scope)."""
     hidden_size = pooled.shape[-1].value
     output_weights = tf.get_variable("output_weights", [num_labels, hidden_size],
                                      initializer=tf.truncated_normal_initializer(stddev=0.02))
-    output_bias = tf.get_variable("output_bias", [num_labels], initializer=tf.zeros_initializer())
+    output_bias = tf.get_variable("output_bias", [num_labels], initializer=tf.zeros_initializer()
+                                  if initial_bias is None else tf.constant_initializer(initial_bias))
     return output_weights, output_bias
 
 
@@ -98,11 +99,20 @@ def softmax_head(pooled, labels, num_labels, is_training):
         return tf.reduce_mean(per_example_loss), per_example_loss, logits, probabilities
 
 
-def sigmoid_head(pooled, labels, num_labels, is_training, positive_weights=None):
+def prior_logits(label_priors):
+    """The bias that makes an untrained sigmoid head answer each label's training frequency: with a
+    bias of 0 every label starts at 0.5, and the first steps only push all of them down (Lin et al.
+    2017, "Focal Loss", on initialising for the prior)."""
+    clipped = [min(max(float(p), 1e-4), 1 - 1e-4) for p in label_priors]
+    return [math.log(p / (1 - p)) for p in clipped]
+
+
+def sigmoid_head(pooled, labels, num_labels, is_training, positive_weights=None, label_priors=None):
     """Several labels per text: an independent sigmoid per label; a text's loss is the binary
     cross-entropy summed over the labels (the negative log-likelihood of its label vector). With
-    `positive_weights` (one per label) a label's positives weigh that much more in training."""
-    weights, bias = output_layer(pooled, num_labels)
+    `positive_weights` (one per label) a label's positives weigh that much more in training; with
+    `label_priors` (each label's share of the training texts) the bias starts at their logits."""
+    weights, bias = output_layer(pooled, num_labels, prior_logits(label_priors) if label_priors else None)
     with tf.variable_scope("loss"):
         logits = head_logits(pooled, weights, bias, is_training)
         probabilities = tf.nn.sigmoid(logits)
@@ -195,7 +205,7 @@ def multi_label_metrics(labels, probabilities, per_example_loss):
 
 def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_rate=5e-5,
                      num_train_steps=1, num_warmup_steps=0, pooling="cls", use_amp=False, label_names=None,
-                     class_weights=None, label_separator=None):
+                     class_weights=None, label_separator=None, label_priors=None):
     """The estimator's model_fn (TRAIN, EVAL and PREDICT) for a `num_labels`-way classifier. With
     `label_names`, PREDICT also answers the top label as a string (the `serve_text` outputs). With
     `class_weights` (one per label), training minimises the weighted cross-entropy; evaluation's
@@ -206,7 +216,7 @@ def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_
             bert_config=bert_config, num_labels=num_labels, init_checkpoint=init_checkpoint,
             learning_rate=learning_rate, num_train_steps=num_train_steps, num_warmup_steps=num_warmup_steps,
             pooling=pooling, use_amp=use_amp, label_names=label_names, positive_weights=class_weights,
-            label_separator=label_separator)
+            label_separator=label_separator, label_priors=label_priors)
 
     def model_fn(features, labels, mode, params=None):
         is_training = mode == tf.estimator.ModeKeys.TRAIN
@@ -252,7 +262,8 @@ def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_
 
 
 def multi_label_model_fn_builder(*, bert_config, num_labels, init_checkpoint, learning_rate, num_train_steps,
-                                 num_warmup_steps, pooling, use_amp, label_names, positive_weights, label_separator):
+                                 num_warmup_steps, pooling, use_amp, label_names, positive_weights, label_separator,
+                                 label_priors):
     """model_fn_builder's model_fn for several labels per text: sigmoid probabilities on every path,
     no temperature (each label's probability is its own), a decision threshold per label."""
 
@@ -261,7 +272,7 @@ def multi_label_model_fn_builder(*, bert_config, num_labels, init_checkpoint, le
         # training alone weighs positives: evaluation's loss, which picks the export, stays the plain one
         loss, per_example_loss, logits, probabilities = create_classifier(
             bert_config, is_training, features, labels, num_labels, pooling, multi_label=True,
-            positive_weights=positive_weights if is_training else None)
+            positive_weights=positive_weights if is_training else None, label_priors=label_priors)
         if is_training:
             log.info("warm start: %d variables from %s", warm_start_from(init_checkpoint), init_checkpoint)
         thresholds = threshold_variable(num_labels)  # in every graph, so checkpoints hold it too

@@ -112,7 +112,8 @@ def build_estimator_and_exporter(config, inputs, max_steps):
         bert_config=base.config, num_labels=len(labels), init_checkpoint=base.init_checkpoint,
         learning_rate=config.learning_rate, num_train_steps=max_steps,
         num_warmup_steps=int(max_steps * config.warmup_proportion), pooling=config.pooling, use_amp=config.use_amp,
-        label_names=labels, class_weights=inputs.class_weights, label_separator=config.label_separator)
+        label_names=labels, class_weights=inputs.class_weights, label_separator=config.label_separator,
+        label_priors=label_priors(inputs.splits))
     estimator = build_estimator(model_fn=model_fn, model_dir=paths["checkpoints"], config=config,
                                 devices=inputs.devices, cluster=inputs.cluster)
     export_config = export_config_for(config, bert_config=base.config, do_lower_case=inputs.do_lower_case,
@@ -124,6 +125,14 @@ def build_estimator_and_exporter(config, inputs, max_steps):
         serving_input_receiver_fn, paths["trained_model"], paths["checkpoints"],
         AssetsWriter(labels, base.vocab_file, export_config, paths["checkpoints"]), finish_export=name_signatures)
     return estimator, exporter
+
+
+def label_priors(splits):
+    """A multi-label model's share of training texts per label (its head starts there); None otherwise."""
+    if splits.label_separator is None:
+        return None
+    rows = data.label_sets(splits.train, splits.label_separator)
+    return [sum(label in row for row in rows) / float(len(rows)) for label in splits.labels]
 
 
 def multi_label_count(inputs):
