@@ -27,7 +27,7 @@ dev_image ?= bert-in-a-flask-dev:$(runtime)
 api_image ?= bert-in-a-flask-api:latest
 api_base_image ?=#                 a base image of your own for build_api (CI uses a stand-in)
 base ?= multi_cased#               download_base_bert: multi_cased or minilm
-data ?= stack_overflow#            download_data: stack_overflow or so_titles
+data ?= stack_overflow#            download_data: stack_overflow, so_titles or newsgroups
 ifeq ($(runtime),tf2)
 dev_base_image ?= docker.io/tensorflow/tensorflow:2.15.0-gpu
 else
@@ -59,7 +59,7 @@ help:
 	@echo "  make venv / clean_venv [python=...]       build / delete the virtualenvs (.venv-python3.7, .venv-python3.11)"
 	@echo "  make assets                             fetch the wheels with MiniLM and SO titles (.cache/wheels)"
 	@echo "  make download_base_bert [base=$(base)|minilm]   base model into models/pretrained"
-	@echo "  make download_data [data=$(data)|so_titles]     data into data/"
+	@echo "  make download_data [data=$(data)|so_titles|newsgroups]  data into data/"
 	@echo "  make train [args='--flag v'] [gpu=N]    fine-tune; \`$(VPY) src/train.py --help\` lists every flag"
 	@echo "  make train_cluster [workers=$(workers)] [args=...]   the same training as a local multi-worker job (TF_CONFIG)"
 	@echo "  make tensorboard [logdir=$(logdir)] [tensorboard_port=$(tensorboard_port)]   TensorBoard on every run under logdir"
@@ -241,11 +241,11 @@ else
 endif
 
 download_data: venv
-ifeq ($(data),so_titles)
-	$(VPY) -m bert_in_a_flask.tools.download_data --output data/so_titles
-else
+ifeq ($(data),stack_overflow)
 	mkdir -p data
 	curl -fSL -o data/stack-overflow-data.csv $(STACK_OVERFLOW_URL)
+else
+	$(VPY) -m bert_in_a_flask.tools.download_data --dataset $(data) --output data/$(data)
 endif
 
 # --- the demo: everything offline, on the packaged MiniLM and SO titles ----------------------

@@ -93,6 +93,30 @@ def test_conversion_is_exact(minilm_dir):
     assert np.abs(reference).max() > 0.1  # a real signal, not two zero vectors agreeing
 
 
+def test_newsgroups_keep_their_long_posts_without_a_trace_of_their_group(tmp_path):
+    import csv
+    import statistics
+    import sys
+    from bert_in_a_flask.tools import download_data
+    counts = download_data.write_newsgroups(str(tmp_path / "ng"), os.path.dirname(wheels.require(wheels.SO_TITLES)))
+    assert counts == {"train": 7000, "val": 1000, "test": 2000}
+    csv.field_size_limit(sys.maxsize)
+    for split in ("train", "val", "test"):
+        with open(str(tmp_path / "ng" / (split + ".csv")), newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        assert len({row["tags"] for row in rows}) == 20
+        for row in rows:  # neither the prefix nor any group's name is left to give the label away
+            assert row["tags"].lower() not in row["post"].lower(), row["post"][:200]
+            assert "document_id" not in row["post"].lower() and not row["post"].startswith("Newsgroup")
+        assert statistics.median(len(row["post"].split()) for row in rows) > 120  # long texts
+
+
+def test_group_names_are_removed_and_no_two_pieces_join_into_one():
+    from bert_in_a_flask.tools.download_data import without_group_names
+    text = '"Newsgroup:rec.autosDocument_ID: 12From: a@b In REC.AUTOS x writes: sci.sci.spacespace is up"'
+    assert without_group_names(text, ["rec.autos", "sci.space"]) == "From: a@b In x writes: sci. space is up"
+
+
 def test_so_titles_writes_three_csvs_with_20_labels(tmp_path):
     from bert_in_a_flask.tools import download_data
     counts = download_data.write_so_titles(str(tmp_path / "so"), os.path.dirname(wheels.require(wheels.SO_TITLES)))
