@@ -44,9 +44,11 @@ def calibrate_export(export_dir, texts, label_sets, keep_share):
     if multi_label:
         record = fit_thresholds(raw, multilabel.multi_hot(label_sets, labels))
         calibrated_dir = write_calibrated_export(export_dir, record, {THRESHOLDS_VARIABLE: record["thresholds"]})
-        log.info("thresholds: %d of %d labels tuned on the validation split (the rest %.2f); micro-F1 %.4f at 0.5 "
-                 "-> %.4f; wrote %s", sum(record["tuned"]), len(labels), record["global_threshold"],
-                 record["val"]["micro_f1_before"], record["val"]["micro_f1_after"], calibrated_dir)
+        log.info("thresholds: %s (held-out micro-F1 per label %.4f, global %.4f); %d of %d labels tuned (the rest "
+                 "%.2f); validation micro-F1 %.4f at 0.5 -> %.4f; wrote %s", record["strategy"],
+                 record["cv_micro_f1"]["per_label"], record["cv_micro_f1"]["global"], sum(record["tuned"]), len(labels),
+                 record["global_threshold"], record["val"]["micro_f1_before"], record["val"]["micro_f1_after"],
+                 calibrated_dir)
         return calibrated_dir
     index = {label: i for i, label in enumerate(labels)}
     record = fit(raw, np.array([index[chosen[0]] for chosen in label_sets]), keep_share)
@@ -62,11 +64,10 @@ def calibrate_export(export_dir, texts, label_sets, keep_share):
 def fit_thresholds(probabilities, y):
     """The `calibration` record of a multi-label export: per-label thresholds (label order), the
     global one for labels too rare to tune, and the validation micro-F1 at 0.5 and at them."""
-    thresholds, global_threshold, tuned = multilabel.tune_thresholds(probabilities, y)
+    chosen = multilabel.choose_thresholds(probabilities, y)
     before = multilabel.set_scores(y, multilabel.decide(probabilities, [0.5] * y.shape[1]))
-    after = multilabel.set_scores(y, multilabel.decide(probabilities, thresholds))
-    return {"method": "thresholds", "thresholds": thresholds, "global_threshold": global_threshold,
-            "tuned": tuned, "min_positives_to_tune": multilabel.MIN_POSITIVES_TO_TUNE,
+    after = multilabel.set_scores(y, multilabel.decide(probabilities, chosen["thresholds"]))
+    return {"method": "thresholds", **chosen, "min_positives_to_tune": multilabel.MIN_POSITIVES_TO_TUNE,
             "val": {"n": int(len(y)), "micro_f1_before": before["micro_f1"], "micro_f1_after": after["micro_f1"],
                     "macro_f1_before": before["macro_f1"], "macro_f1_after": after["macro_f1"]}}
 
