@@ -114,11 +114,11 @@ class FakePredictor(object):
         from bert_in_a_flask.shared.export_contract import ExportConfig
         return ExportConfig(max_seq_length=16, do_lower_case=True, base_model="fake", created="2026-11-25T00:00:00Z")
 
-    def predict_proba(self, texts, client_gone=None):
+    def predict_proba(self, texts, client_gone=None, max_sequences=None):
         import numpy as np
         return np.array([[0.9, 0.1] if "jvm" in t else [0.2, 0.8] for t in texts])
 
-    def predict(self, texts, client_gone=None, min_confidence=0.0, coverage=None):
+    def predict(self, texts, client_gone=None, min_confidence=0.0, coverage=None, max_sequences=None):
         return self.postprocess(self.predict_proba(texts), min_confidence, coverage)
 
     # The real Predictor's postprocessing and calibration lookups, on this one's labels and config.

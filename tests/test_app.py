@@ -110,7 +110,7 @@ def test_server_fault_is_a_json_500_with_the_traceback_in_the_log(app, predictor
         def __init__(self):
             self.calls = 0
 
-        def predict(self, texts, client_gone=None, min_confidence=0.0, coverage=None):
+        def predict(self, texts, client_gone=None, min_confidence=0.0, coverage=None, max_sequences=None):
             self.calls += 1
             if self.calls > 1:  # the warm-up call passes, the request fails
                 raise RuntimeError("disk on fire")

@@ -555,7 +555,7 @@ def test_a_user_error_raised_while_answering_is_a_4xx_json(predictor, tmp_path):
         def __init__(self):
             self.calls = 0
 
-        def predict(self, texts, client_gone=None, min_confidence=0.0, coverage=None):
+        def predict(self, texts, client_gone=None, min_confidence=0.0, coverage=None, max_sequences=None):
             self.calls += 1
             if self.calls > 1:  # after the warm-up
                 raise UserError("text 0 is in a language this model was not trained on", 422)

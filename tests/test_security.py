@@ -44,7 +44,7 @@ def test_a_fault_is_json_and_no_debugger_ever_answers(tmp_path):
     class Broken(FakePredictor):
         calls = 0
 
-        def predict(self, texts, client_gone=None, min_confidence=0.0, coverage=None):
+        def predict(self, texts, client_gone=None, min_confidence=0.0, coverage=None, max_sequences=None):
             Broken.calls += 1
             if Broken.calls > 1:  # the warm-up passes
                 raise RuntimeError("disk on fire")

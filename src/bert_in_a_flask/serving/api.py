@@ -29,7 +29,8 @@ def predict():
     # meanwhile, and the answer must name the model that computed it.
     g.predictor = leased_predictor()
     min_confidence, coverage = offered_by(g.predictor, min_confidence, coverage, config["MIN_CONFIDENCE"])
-    answer = g.predictor.predict(texts, client_gone_probe(), min_confidence, coverage)
+    answer = g.predictor.predict(texts, client_gone_probe(), min_confidence, coverage,
+                                 max_sequences=config["MAX_TEXTS"])
     shape_answer(answer, top_k, all_scores)
     current_app.extensions["metrics"].observe_batch(len(texts))
     g.predictions = answer["predictions"]
@@ -107,6 +108,9 @@ def metadata():
                    "max_pending_texts": settings["MAX_PENDING_TEXTS"],
                    "predict_timeout_s": settings["PREDICT_TIMEOUT_S"]},
     }
+    if config.truncate == "windows":  # as multi_label: absent for the exports that existed before
+        answer.update(window_stride=config.window_stride, max_windows=config.max_windows,
+                      window_pooling=config.window_pooling)
     if config.multi_label:  # a single-label export's metadata stays as it was
         answer.update(multi_label=True, label_separator=config.label_separator,
                       thresholds=dict(zip(predictor.labels, predictor.thresholds())))

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from ..shared import calibration, multilabel
+from ..shared import calibration, multilabel, windows
 from ..shared.errors import UserError
 from ..shared.export_contract import read_assets, resolve_export
 from ..shared.text import TextEncoder, build_tokenizer
@@ -68,7 +68,8 @@ class Predictor(object):
         self.labels, vocab_file, self.config = read_assets(self.export_dir)
         self.max_batch_size = max_batch_size
         self.encoder = TextEncoder(build_tokenizer(vocab_file, self.config.do_lower_case),
-                                   self.config.max_seq_length, self.config.truncate)
+                                   self.config.max_seq_length, self.config.truncate, self.config.window_stride,
+                                   self.config.max_windows)
         if onnx_file is not None:
             self.backend = OnnxBackend(onnx_file, intra_op_threads, inter_op_threads)
         else:
@@ -208,15 +209,41 @@ class Predictor(object):
 
     # --- conveniences -----------------------------------------------------------------------
 
-    def predict_proba(self, texts, client_gone=None):
+    @property
+    def windowed(self):
+        """True when a text is classified as its windows (--truncate windows), pooled."""
+        return self.config.truncate == "windows"
+
+    def predict_proba(self, texts, client_gone=None, max_sequences=None):
+        """Probabilities [n, labels]. `max_sequences`: the most sequences (windows, for a windowed
+        export; texts otherwise) one call may run, else a 413."""
         if not len(texts):
             return np.zeros((0, len(self.labels)), np.float32)
+        if self.windowed:
+            return self._windowed_proba(texts, client_gone, max_sequences)
         if self._batcher is not None:  # admitted before tokenizing: a refused request costs little
             return self._batcher.run(len(texts), lambda: self.preprocess(texts), client_gone)
         return self.forward_sorted(self.preprocess(texts))
 
-    def predict(self, texts, client_gone=None, min_confidence=0.0, coverage=None):
-        return self.postprocess(self.predict_proba(texts, client_gone), min_confidence, coverage)
+    def window_ids(self, texts):
+        """(every window's ids, the text each is of) for a windowed export."""
+        return windows.owners_of([self.encoder.encode_windows(text) for text in texts])
+
+    def _windowed_proba(self, texts, client_gone, max_sequences):
+        """A windowed export's answer: its windows run like texts (and count as such in the queue's
+        bound), their probabilities pooled per text. Tokenized before admission: the count is the cost."""
+        flat, owners = self.window_ids(texts)
+        if max_sequences is not None and len(flat) > max_sequences:
+            raise UserError("the texts make %d windows of %d word pieces; at most %d per request"
+                            % (len(flat), self.config.max_seq_length, max_sequences), 413)
+        if self._batcher is not None:
+            probabilities = self._batcher.run(len(flat), lambda: flat, client_gone)
+        else:
+            probabilities = self.forward_sorted(flat)
+        return windows.pool(probabilities, owners, len(texts), self.config.window_pooling, self.multi_label)
+
+    def predict(self, texts, client_gone=None, min_confidence=0.0, coverage=None, max_sequences=None):
+        return self.postprocess(self.predict_proba(texts, client_gone, max_sequences), min_confidence, coverage)
 
     def close(self):
         if self._batcher is not None:

@@ -82,7 +82,7 @@ def classify(predictor, texts):
     """The serve_text outputs of `texts` as columns {label, score, probabilities (rows in label order),
     accepted (+ predicted, multi-label)}, logged like /predict's. A text whose score is under the
     server's floor (MIN_CONFIDENCE) is not accepted: its label is None."""
-    probabilities = predictor.predict_proba(texts, client_gone_probe())
+    probabilities = predictor.predict_proba(texts, client_gone_probe(), current_app.config["MAX_TEXTS"])
     scores = [float(score) for score in probabilities.max(axis=1)]
     g.n_texts, g.characters = len(texts), sum(len(t) for t in texts)
     if predictor.multi_label:

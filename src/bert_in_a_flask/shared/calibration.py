@@ -66,8 +66,14 @@ def ece(probabilities, labels, bins=ECE_BINS):
 def fit_temperature(logits, labels, low=TEMPERATURE_RANGE[0], high=TEMPERATURE_RANGE[1], steps=80):
     """The T in [low, high] minimising nll(softmax(logits / T)): golden-section search on log T (the
     NLL is convex in 1/T, so unimodal in log T)."""
+    return fit_temperature_of(lambda t: softmax_at(logits, t), labels, low, high, steps)
+
+
+def fit_temperature_of(probabilities_at, labels, low=TEMPERATURE_RANGE[0], high=TEMPERATURE_RANGE[1], steps=80):
+    """fit_temperature for any `probabilities_at(T)`: e.g. a windowed text's windows scaled by T and
+    then pooled, as serving pools them."""
     def loss(log_t):
-        return nll(softmax_at(logits, math.exp(log_t)), labels)
+        return nll(probabilities_at(math.exp(log_t)), labels)
     a, b = math.log(low), math.log(high)
     ratio = (math.sqrt(5) - 1) / 2
     c, d = b - ratio * (b - a), a + ratio * (b - a)

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 
 from .errors import UserError
 from .files import load_json, save_json
-from .text import MIN_SEQ_LENGTH, TRUNCATIONS
+from .text import MIN_SEQ_LENGTH, TRUNCATIONS, WINDOW_POOLINGS
 
 ASSETS_EXTRA = "assets.extra"
 LABELS_FILE, VOCAB_FILE, MODEL_CONFIG_FILE = "labels.json", "vocab.txt", "model_config.json"
@@ -32,6 +32,7 @@ TEXT_OUTPUTS = ("probabilities", "label", "score", "accepted")  # accepted: scor
 MULTI_LABEL_TEXT_OUTPUTS = TEXT_OUTPUTS + ("predicted",)
 # The graph's calibration scalars (model.py), set in the export by the trainer's calibration step.
 CALIBRATION_SCOPE, TEMPERATURE_VARIABLE, MIN_CONFIDENCE_VARIABLE = "calibration", "temperature", "min_confidence"
+WINDOW_TEXT = "window_text"  # the graph's feature: which text of serve_text's batch a window row is of
 THRESHOLDS_VARIABLE = "thresholds"  # multi-label graphs only: one decision threshold per label
 DEFAULT_THRESHOLD = 0.5  # a multi-label export's threshold for every label until calibrate.py tunes them
 # Tensors of the exported graph no signature carries, named for tools/ood.py's energy and centroid scores.
@@ -72,6 +73,11 @@ class ExportConfig(object):
     # `calibration`), and the separator the training data joined a row's labels with.
     multi_label: bool = False
     label_separator: str = ""
+    # truncate "windows": a text is cut into windows of max_seq_length, window_stride pieces apart, at
+    # most max_windows, and the answers for its windows are pooled (window_pooling) into the text's.
+    window_stride: int = 0
+    max_windows: int = 1
+    window_pooling: str = "mean"
     format_version: int = SINGLE_LABEL_FORMAT_VERSION
 
     def __post_init__(self):
@@ -85,6 +91,13 @@ class ExportConfig(object):
                 bad(field, "true or false")
         if self.truncate not in TRUNCATIONS:
             bad("truncate", "one of %s" % ", ".join(TRUNCATIONS))
+        if self.truncate == "windows":
+            if not _is_int(self.window_stride) or not 0 < self.window_stride < self.max_seq_length - 2:
+                bad("window_stride", "an integer in [1, max_seq_length - 3]")
+            if not _is_int(self.max_windows) or self.max_windows < 1:
+                bad("max_windows", "an integer >= 1")
+            if self.window_pooling not in WINDOW_POOLINGS:
+                bad("window_pooling", "one of %s" % ", ".join(WINDOW_POOLINGS))
         if self.pooling not in POOLINGS:
             bad("pooling", "one of %s" % ", ".join(POOLINGS))
         if self.num_labels is not None and (not _is_int(self.num_labels) or self.num_labels < 2):

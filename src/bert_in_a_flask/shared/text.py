@@ -6,7 +6,10 @@ import re
 from .errors import UserError
 from . import wordpiece
 
-TRUNCATIONS = ("head", "head+tail")
+TRUNCATIONS = ("head", "head+tail", "windows")
+# "windows": a long text becomes overlapping windows of max_seq_length pieces, `window_stride` pieces
+# apart, at most `max_windows` of them; the model's answers for them are pooled into one per text.
+WINDOW_POOLINGS = ("mean", "max")
 # "How to Fine-Tune BERT for Text Classification" (Sun et al. 2019) keeps 128 head and
 # 382 tail tokens of 510: the best of their truncation schemes on long documents.
 HEAD_SHARE_OF_HEAD_TAIL = 128.0 / 510.0
@@ -45,14 +48,17 @@ class TextEncoder(object):
     remembered (words repeat). tests/test_text_signature.py checks the equality on real and
     hostile texts."""
 
-    def __init__(self, tokenizer, max_seq_length, truncate="head"):
+    def __init__(self, tokenizer, max_seq_length, truncate="head", window_stride=0, max_windows=1):
         if truncate not in TRUNCATIONS:
             raise UserError("--truncate must be one of %s, not %r" % (", ".join(TRUNCATIONS), truncate))
         if max_seq_length < MIN_SEQ_LENGTH:
             raise UserError("--max-seq-length must be at least %d, not %d" % (MIN_SEQ_LENGTH, max_seq_length))
+        if truncate == "windows":
+            check_windows(max_seq_length, window_stride, max_windows)
         self.tokenizer = tokenizer
         self.max_seq_length = max_seq_length
         self.truncate = truncate
+        self.window_stride, self.max_windows = window_stride, max_windows
         self._cls_sep = tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]"])
         self._word_ids = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(self._word_ids_uncached)
 
@@ -80,5 +86,37 @@ class TextEncoder(object):
         return tokens[:head] + tokens[len(tokens) - (budget - head):]
 
     def encode(self, text):
+        """`[CLS] pieces [SEP]`, truncated (with windows: the first window)."""
         cls_id, sep_id = self._cls_sep
         return [cls_id] + self.truncated(self.piece_ids(text)) + [sep_id]
+
+    def encode_windows(self, text):
+        """The id lists of a text: one (`encode`'s), or with "windows" each window's `[CLS] pieces [SEP]`,
+        window_stride pieces apart, until one reaches the end or there are max_windows."""
+        if self.truncate != "windows":
+            return [self.encode(text)]
+        cls_id, sep_id = self._cls_sep
+        pieces = self.piece_ids(text)
+        return [[cls_id] + pieces[start:start + self.max_seq_length - 2] + [sep_id]
+                for start in window_starts(len(pieces), self.max_seq_length - 2, self.window_stride,
+                                           self.max_windows)]
+
+
+def window_starts(n_pieces, budget, stride, max_windows):
+    """Where each window of `budget` pieces starts in a text of `n_pieces`: 0, stride, 2 stride, ...
+    until a window reaches the end (always one, for an empty text too), at most `max_windows`."""
+    starts = [0]
+    while starts[-1] + budget < n_pieces and len(starts) < max_windows:
+        starts.append(starts[-1] + stride)
+    return starts
+
+
+def check_windows(max_seq_length, window_stride, max_windows):
+    """A stride of at least the window would skip pieces; no window at all would classify nothing."""
+    budget = max_seq_length - 2
+    if not isinstance(window_stride, int) or not 0 < window_stride < budget:
+        raise UserError("--window-stride must be between 1 and %d (under the window's %d word pieces: "
+                        "--max-seq-length %d minus [CLS] and [SEP]), not %s"
+                        % (budget - 1, budget, max_seq_length, window_stride))
+    if not isinstance(max_windows, int) or max_windows < 1:
+        raise UserError("--max-windows must be at least 1, not %s" % max_windows)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..serving.backends import register_text_ops
 from ..serving.predictor import Predictor
-from ..shared import calibration, multilabel
+from ..shared import calibration, multilabel, windows
 from ..shared.errors import UserError
 from ..shared.export_contract import (ASSETS_EXTRA, CALIBRATION_SCOPE, MIN_CONFIDENCE_VARIABLE, MODEL_CONFIG_FILE,
                                       TEMPERATURE_VARIABLE, THRESHOLDS_VARIABLE, read_assets)
@@ -38,7 +38,10 @@ def calibrate_export(export_dir, texts, label_sets, keep_share):
                      "T %.3f" % record["temperature"] if "temperature" in record else record["method"])
             return export_dir
         multi_label, labels = predictor.config.multi_label, predictor.labels
-        raw = predictor.forward_sorted(predictor.preprocess(list(texts)))
+        if multi_label:  # sigmoids take no temperature: the answers as they are (windows pooled)
+            raw = predictor.predict_proba(list(texts))
+        else:
+            probabilities_at = uncalibrated_answers(predictor, list(texts))
     finally:
         predictor.close()
     if multi_label:
@@ -51,7 +54,7 @@ def calibrate_export(export_dir, texts, label_sets, keep_share):
                  calibrated_dir)
         return calibrated_dir
     index = {label: i for i, label in enumerate(labels)}
-    record = fit(raw, np.array([index[chosen[0]] for chosen in label_sets]), keep_share)
+    record = fit(probabilities_at, np.array([index[chosen[0]] for chosen in label_sets]), keep_share)
     calibrated_dir = write_calibrated_export(export_dir, record, {TEMPERATURE_VARIABLE: record["temperature"],
                                                                   MIN_CONFIDENCE_VARIABLE: record["min_confidence"]})
     log.info("calibration: T %.3f; validation ECE %.4f -> %.4f, NLL %.4f -> %.4f; floor %.3f keeps %.0f%%; "
@@ -72,11 +75,24 @@ def fit_thresholds(probabilities, y):
                     "macro_f1_before": before["macro_f1"], "macro_f1_after": after["macro_f1"]}}
 
 
-def fit(raw_probabilities, y, keep_share):
-    """The `calibration` record for the uncalibrated probabilities of labelled texts (label indices `y`)."""
-    logits = calibration.log_probabilities(raw_probabilities)
-    temperature = calibration.fit_temperature(logits, y)
-    calibrated = calibration.softmax_at(logits, temperature)
+def uncalibrated_answers(predictor, texts):
+    """A function of T: the texts' probabilities as the export will answer them once its temperature is
+    T (the graph scales each window's logits, the predictor pools a text's windows)."""
+    if not predictor.windowed:
+        logits = calibration.log_probabilities(predictor.forward_sorted(predictor.preprocess(texts)))
+        return lambda temperature: calibration.softmax_at(logits, temperature)
+    flat, owners = predictor.window_ids(texts)
+    logits = calibration.log_probabilities(predictor.forward_sorted(flat))
+    return lambda temperature: windows.pool(calibration.softmax_at(logits, temperature), owners, len(texts),
+                                            predictor.config.window_pooling, predictor.multi_label)
+
+
+def fit(probabilities_at, y, keep_share):
+    """The `calibration` record for labelled texts (label indices `y`) whose probabilities at
+    temperature T are `probabilities_at(T)`."""
+    raw_probabilities = probabilities_at(1.0)
+    temperature = calibration.fit_temperature_of(probabilities_at, y)
+    calibrated = probabilities_at(temperature)
     return {
         "method": "temperature", "temperature": temperature,
         "min_confidence": calibration.confidence_floor(calibrated, keep_share), "min_confidence_keeps": keep_share,

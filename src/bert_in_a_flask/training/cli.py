@@ -13,9 +13,9 @@ import sys
 
 from ..shared.cli import ArgumentParser, at_least, fraction, non_negative_int, positive_float, positive_int, share
 from ..shared.calibration import CALIBRATIONS
-from ..shared.errors import run_cli
+from ..shared.errors import UserError, run_cli
 from ..shared.export_contract import POOLINGS
-from ..shared.text import MIN_SEQ_LENGTH, TRUNCATIONS
+from ..shared.text import MIN_SEQ_LENGTH, TRUNCATIONS, WINDOW_POOLINGS, check_windows
 from .config import TrainingConfig
 
 DEVICE_NAME = re.compile(r"^/(device:)?(cpu|gpu|CPU|GPU):\d+$")
@@ -59,7 +59,15 @@ def parse_args(argv=None):
                        help="cls: bert's pooled [CLS] output; mean: average of the last layer "
                             "(for sentence-transformers checkpoints such as MiniLM)")
     model.add_argument("--truncate", choices=TRUNCATIONS, default="head",
-                       help="head+tail keeps the first and last word pieces of long texts")
+                       help="head+tail keeps the first and last word pieces of long texts; windows cuts them "
+                            "into overlapping windows of --max-seq-length, each trained on with the text's label, "
+                            "their answers pooled per text")
+    model.add_argument("--window-stride", type=positive_int, default=None,
+                       help="--truncate windows: word pieces between window starts (default: half a window)")
+    model.add_argument("--max-windows", type=positive_int, default=8,
+                       help="--truncate windows: windows per text at most (the first ones)")
+    model.add_argument("--window-pooling", choices=WINDOW_POOLINGS, default="mean",
+                       help="--truncate windows: mean or max of the windows' logits (per label)")
 
     train = parser.add_argument_group("training")
     train.add_argument("--batch-size", type=positive_int, default=32, help="examples per step (per device)")
@@ -109,6 +117,17 @@ def parse_args(argv=None):
     run.add_argument("--confidence-keeps", type=share, default=0.9,
                      help="the confidence floor keeps this share of validation texts (the rest: prediction null)")
     args = parser.parse_args(argv)
+    if args.truncate == "windows":
+        if args.window_stride is None:
+            args.window_stride = max(1, (args.max_seq_length - 2) // 2)
+        try:
+            check_windows(args.max_seq_length, args.window_stride, args.max_windows)
+        except UserError as exc:
+            parser.error(str(exc))
+    elif args.window_stride is not None:
+        parser.error("--window-stride applies to --truncate windows (this run truncates %s)" % args.truncate)
+    else:
+        args.window_stride = 0
     if args.label_separator == "":
         parser.error("--label-separator must not be empty")
     if args.quantize != "none" and args.skip_onnx:

@@ -23,6 +23,9 @@ class TrainingConfig(object):
     max_seq_length: int
     pooling: str
     truncate: str
+    window_stride: int  # --truncate windows (0 otherwise)
+    max_windows: int
+    window_pooling: str
     # training
     batch_size: int  # per device
     eval_batch_size: int

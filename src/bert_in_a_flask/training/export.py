@@ -13,26 +13,32 @@ import time
 from tensorflow.core.protobuf import saved_model_pb2
 
 from ..shared.export_contract import (FORMAT_VERSION, SIGNATURE_INPUTS, SINGLE_LABEL_FORMAT_VERSION, TEXT_INPUT,
-                                      TEXT_SIGNATURE, ExportConfig, write_assets)
+                                      TEXT_SIGNATURE, WINDOW_TEXT, ExportConfig, write_assets)
 from ..shared.files import file_sha256
 from ..shared.tf_compat import tf
 from .model import bert_config_dict
 from .text_signature import text_features
 
 
-def serving_input_receiver_fn_builder(*, vocab_file, do_lower_case, max_seq_length, truncate):
+def serving_input_receiver_fn_builder(*, vocab_file, do_lower_case, max_seq_length, truncate, window_stride=0,
+                                      max_windows=1):
     """The export's inputs. The model reads ids; by default they are computed from `text` in the graph,
     and a caller of serving_default feeds them instead (PlaceholderWithDefault), which skips that part.
-    Callers pad each batch only to its longest text."""
+    Callers pad each batch only to its longest text. With windows, the rows of the ids are windows,
+    and the text path adds `window_text` (which text each row is a window of) for serve_text's pooling."""
 
     def serving_input_receiver_fn():
         text = tf.placeholder(tf.string, [None], name=TEXT_INPUT)
         from_text = text_features(text, vocab_file=vocab_file, do_lower_case=do_lower_case,
-                                  max_seq_length=max_seq_length, truncate=truncate)
+                                  max_seq_length=max_seq_length, truncate=truncate, window_stride=window_stride,
+                                  max_windows=max_windows)
         ids = {name: tf.placeholder_with_default(from_text[name], [None, None], name=name)
                for name in SIGNATURE_INPUTS}
+        features = dict(ids)
+        if WINDOW_TEXT in from_text:  # only serve_text's outputs read it, so serving_default never feeds text
+            features[WINDOW_TEXT] = from_text[WINDOW_TEXT]
         return tf.estimator.export.ServingInputReceiver(
-            features=dict(ids), receiver_tensors=ids,
+            features=features, receiver_tensors=ids,
             receiver_tensors_alternatives={TEXT_SIGNATURE: {TEXT_INPUT: text}})
 
     return serving_input_receiver_fn
@@ -76,7 +82,9 @@ def export_config_for(config, *, bert_config, do_lower_case, num_labels, tf_vers
         bert_config=bert_config_dict(bert_config), data_file=config.data_file,
         data_sha256=file_sha256(config.data_file), tf_version=tf_version,
         multi_label=config.label_separator is not None, label_separator=config.label_separator or "",
-        format_version=FORMAT_VERSION if config.label_separator is not None else SINGLE_LABEL_FORMAT_VERSION)
+        format_version=FORMAT_VERSION if config.label_separator is not None else SINGLE_LABEL_FORMAT_VERSION,
+        **(dict(window_stride=config.window_stride, max_windows=config.max_windows,
+                window_pooling=config.window_pooling) if config.truncate == "windows" else {}))
 
 
 class AssetsWriter(object):

@@ -7,7 +7,8 @@ from bert import modeling, run_classifier
 
 from ..shared.errors import UserError
 from ..shared.export_contract import (CALIBRATION_SCOPE, DEFAULT_THRESHOLD, LOGITS_TENSOR, MIN_CONFIDENCE_VARIABLE,
-                                      POOLED_TENSOR, TEMPERATURE_VARIABLE, TEXT_SIGNATURE, THRESHOLDS_VARIABLE)
+                                      POOLED_TENSOR, TEMPERATURE_VARIABLE, TEXT_SIGNATURE, THRESHOLDS_VARIABLE,
+                                      WINDOW_TEXT)
 from ..shared.tf_compat import tf
 from .optimization import create_train_op
 
@@ -185,6 +186,20 @@ def multi_label_text_outputs(probabilities, thresholds, label_names, label_separ
             "accepted": tf.reduce_any(predicted, axis=-1), "predicted": predicted}
 
 
+def pooled_in_graph(probabilities, window_text, pooling, multi_label=False):
+    """serve_text's answer per text from its windows' rows (shared/windows.py's rule, in the graph): the
+    mean (max) of each label's log-probability, then a softmax; multi-label: the mean of each label's
+    logit, then its sigmoid (or the max of its probability)."""
+    n_texts = tf.reduce_max(window_text) + 1
+    segment = tf.math.unsorted_segment_max if pooling == "max" else tf.math.unsorted_segment_mean
+    if multi_label and pooling == "max":
+        return segment(probabilities, window_text, n_texts)
+    p = tf.clip_by_value(probabilities, 1e-12, 1.0 - 1e-7 if multi_label else 1.0)
+    if multi_label:
+        return tf.nn.sigmoid(segment(tf.math.log(p) - tf.math.log(1.0 - p), window_text, n_texts))
+    return tf.nn.softmax(segment(tf.math.log(p), window_text, n_texts), axis=-1)
+
+
 def multi_label_metrics(labels, probabilities, per_example_loss):
     """Evaluation metrics of a multi-label model at DEFAULT_THRESHOLD (the tuned thresholds do not exist
     yet): eval_loss (picks the export), micro-F1 and subset accuracy."""
@@ -205,18 +220,19 @@ def multi_label_metrics(labels, probabilities, per_example_loss):
 
 def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_rate=5e-5,
                      num_train_steps=1, num_warmup_steps=0, pooling="cls", use_amp=False, label_names=None,
-                     class_weights=None, label_separator=None, label_priors=None):
+                     class_weights=None, label_separator=None, label_priors=None, window_pooling="mean"):
     """The estimator's model_fn (TRAIN, EVAL and PREDICT) for a `num_labels`-way classifier. With
     `label_names`, PREDICT also answers the top label as a string (the `serve_text` outputs). With
     `class_weights` (one per label), training minimises the weighted cross-entropy; evaluation's
     loss, which picks the best export, stays the plain one. With `label_separator`, a text has any
-    number of labels (multi-hot labels, sigmoid outputs; class_weights weigh each label's positives)."""
+    number of labels (multi-hot labels, sigmoid outputs; class_weights weigh each label's positives).
+    `window_pooling`: how serve_text pools the windows of a text (--truncate windows)."""
     if label_separator is not None:
         return multi_label_model_fn_builder(
             bert_config=bert_config, num_labels=num_labels, init_checkpoint=init_checkpoint,
             learning_rate=learning_rate, num_train_steps=num_train_steps, num_warmup_steps=num_warmup_steps,
             pooling=pooling, use_amp=use_amp, label_names=label_names, positive_weights=class_weights,
-            label_separator=label_separator, label_priors=label_priors)
+            label_separator=label_separator, label_priors=label_priors, window_pooling=window_pooling)
 
     def model_fn(features, labels, mode, params=None):
         is_training = mode == tf.estimator.ModeKeys.TRAIN
@@ -235,10 +251,15 @@ def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_
             score = tf.reduce_max(probabilities, axis=-1)
             export_outputs = {"serving_default": tf.estimator.export.PredictOutput({"probabilities": probabilities})}
             if label_names is not None:
+                text_probabilities, text_ids, text_score = probabilities, class_ids, score
+                if WINDOW_TEXT in features:  # the rows are windows: one answer per text
+                    text_probabilities = pooled_in_graph(probabilities, features[WINDOW_TEXT], window_pooling)
+                    text_ids = tf.argmax(text_probabilities, axis=-1, output_type=tf.int32)
+                    text_score = tf.reduce_max(text_probabilities, axis=-1)
                 export_outputs[TEXT_SIGNATURE] = tf.estimator.export.PredictOutput({
-                    "probabilities": probabilities,
-                    "label": tf.gather(tf.constant(list(label_names)), class_ids),
-                    "score": score, "accepted": score >= min_confidence})
+                    "probabilities": text_probabilities,
+                    "label": tf.gather(tf.constant(list(label_names)), text_ids),
+                    "score": text_score, "accepted": text_score >= min_confidence})
             return tf.estimator.EstimatorSpec(
                 mode, predictions={"probabilities": probabilities, "class_ids": class_ids},
                 export_outputs=export_outputs)
@@ -263,7 +284,7 @@ def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_
 
 def multi_label_model_fn_builder(*, bert_config, num_labels, init_checkpoint, learning_rate, num_train_steps,
                                  num_warmup_steps, pooling, use_amp, label_names, positive_weights, label_separator,
-                                 label_priors):
+                                 label_priors, window_pooling="mean"):
     """model_fn_builder's model_fn for several labels per text: sigmoid probabilities on every path,
     no temperature (each label's probability is its own), a decision threshold per label."""
 
@@ -281,8 +302,10 @@ def multi_label_model_fn_builder(*, bert_config, num_labels, init_checkpoint, le
             tf.identity(logits, name=LOGITS_TENSOR.split(":")[0])
             export_outputs = {"serving_default": tf.estimator.export.PredictOutput({"probabilities": probabilities})}
             if label_names is not None:
+                text_probabilities = (pooled_in_graph(probabilities, features[WINDOW_TEXT], window_pooling, True)
+                                      if WINDOW_TEXT in features else probabilities)
                 export_outputs[TEXT_SIGNATURE] = tf.estimator.export.PredictOutput(
-                    multi_label_text_outputs(probabilities, thresholds, list(label_names), label_separator))
+                    multi_label_text_outputs(text_probabilities, thresholds, list(label_names), label_separator))
             return tf.estimator.EstimatorSpec(mode, predictions={"probabilities": probabilities},
                                               export_outputs=export_outputs)
 

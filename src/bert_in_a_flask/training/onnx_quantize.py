@@ -60,7 +60,7 @@ def accuracy_of(export_dir, onnx_file, texts, labels):
     labels (a list; a string of a multi-label export is split on its separator)."""
     predictor = Predictor(export_dir, onnx_file=onnx_file)
     try:
-        answered = predictor.label_sets(predictor.forward_sorted(predictor.preprocess(list(texts))))
+        answered = predictor.label_sets(predictor.predict_proba(list(texts)))
         truth = [set(truth_of(label, predictor.config)) for label in labels]
         return float(np.mean([got == want for got, want in zip(answered, truth)]))
     finally:

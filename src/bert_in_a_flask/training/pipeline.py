@@ -39,7 +39,7 @@ def train(config):
         clear_previous_run(inputs.paths)
     logging.info(describe_devices(inputs.devices) + ("; %s (TF_CONFIG)" % inputs.cluster if inputs.cluster else ""))
     record_files = write_records(config, inputs)
-    examples_per_step, max_steps = training_steps(config, inputs)
+    examples_per_step, max_steps = training_steps(config, inputs, record_files["train"])
     estimator, exporter = build_estimator_and_exporter(config, inputs, max_steps)
     train_and_evaluate(estimator=estimator, train_input_fn=train_input_fn(config, inputs, record_files["train"]),
                        eval_input_fn=records.input_fn_builder(record_files["val"], batch_size=config.eval_batch_size,
@@ -68,7 +68,7 @@ def load_and_check(config):
                               sep=config.sep, val_file=config.val_file, test_file=config.test_file, seed=config.seed,
                               label_separator=config.label_separator)
     encoder = TextEncoder(records.bert_tokenizer(base.vocab_file, do_lower_case), config.max_seq_length,
-                          config.truncate)
+                          config.truncate, config.window_stride, config.max_windows)
     weights = class_weights.resolve(config.class_weights, data.label_sets(splits.train, splits.label_separator),
                                     splits.labels, multi_label=splits.label_separator is not None)
     if weights is not None:
@@ -91,16 +91,19 @@ def write_records(config, inputs):
             for name, frame in (("train", inputs.splits.train), ("val", inputs.splits.val))}
 
 
-def training_steps(config, inputs):
+def training_steps(config, inputs, train_records):
     """(examples per step, steps). --batch-size is per replica: one per device, and per training task
-    of a synchronous cluster (with parameter servers each task's batch is a step of its own)."""
+    of a synchronous cluster (with parameter servers each task's batch is a step of its own). An epoch
+    is a pass over the training records: with windows, every window of every text."""
     cluster = inputs.cluster
     examples_per_step = config.batch_size * max(1, len(inputs.devices)) * (
         cluster.training_tasks if cluster is not None and cluster.synchronous else 1)
-    max_steps = config.max_steps or int(math.ceil(config.num_train_epochs * len(inputs.splits.train)
-                                                  / examples_per_step))
-    logging.info("training %d steps of %d examples (%d labels) into %s", max_steps, examples_per_step,
-                 len(inputs.splits.labels), inputs.paths["checkpoints"])
+    n_examples = (records.count_records(train_records) if config.truncate == "windows"
+                  else len(inputs.splits.train))
+    max_steps = config.max_steps or int(math.ceil(config.num_train_epochs * n_examples / examples_per_step))
+    logging.info("training %d steps of %d examples (%d labels%s) into %s", max_steps, examples_per_step,
+                 len(inputs.splits.labels), ", %d windows of %d texts" % (n_examples, len(inputs.splits.train))
+                 if config.truncate == "windows" else "", inputs.paths["checkpoints"])
     return examples_per_step, max_steps
 
 
@@ -113,14 +116,14 @@ def build_estimator_and_exporter(config, inputs, max_steps):
         learning_rate=config.learning_rate, num_train_steps=max_steps,
         num_warmup_steps=int(max_steps * config.warmup_proportion), pooling=config.pooling, use_amp=config.use_amp,
         label_names=labels, class_weights=inputs.class_weights, label_separator=config.label_separator,
-        label_priors=label_priors(inputs.splits))
+        label_priors=label_priors(inputs.splits), window_pooling=config.window_pooling)
     estimator = build_estimator(model_fn=model_fn, model_dir=paths["checkpoints"], config=config,
                                 devices=inputs.devices, cluster=inputs.cluster)
     export_config = export_config_for(config, bert_config=base.config, do_lower_case=inputs.do_lower_case,
                                       num_labels=len(labels), tf_version=TF_VERSION)
     serving_input_receiver_fn = serving_input_receiver_fn_builder(
         vocab_file=base.vocab_file, do_lower_case=inputs.do_lower_case, max_seq_length=config.max_seq_length,
-        truncate=config.truncate)
+        truncate=config.truncate, window_stride=config.window_stride, max_windows=config.max_windows)
     exporter = BestCheckpointsExporter(
         serving_input_receiver_fn, paths["trained_model"], paths["checkpoints"],
         AssetsWriter(labels, base.vocab_file, export_config, paths["checkpoints"]), finish_export=name_signatures)

@@ -53,6 +53,8 @@ def cache_key(frame, vocab_file, encoder, labels, do_lower_case, label_separator
     key = [FEATURES_VERSION, encoder.max_seq_length, do_lower_case, encoder.truncate, list(labels)]
     if label_separator is not None:  # multi-hot records (single-label keys stay as they were)
         key.append(label_separator)
+    if encoder.truncate == "windows":
+        key.append([encoder.window_stride, encoder.max_windows])
     digest.update(json.dumps(key).encode("utf-8"))
     return digest.hexdigest()[:16]
 
@@ -68,19 +70,22 @@ def label_feature(row_labels, label_to_id, multi_label):
 
 
 def write_records(frame, labels, encoder, path, label_separator=None):
-    """Tokenize `frame` into `path`, via a temp name so an interrupted write is never reused."""
+    """Tokenize `frame` into `path`, via a temp name so an interrupted write is never reused. With
+    windows, each of a text's windows is a record of its own with the text's labels: every window is a
+    sample of the text, and the first --max-windows bound what a very long text costs."""
     label_to_id = {label: i for i, label in enumerate(labels)}
     tmp_path = "%s.tmp-%d" % (path, os.getpid())
     lengths = []
     with tf.io.TFRecordWriter(tmp_path) as writer:
         for text, row_labels in zip(frame["text"], label_sets(frame, label_separator)):
-            ids = encoder.encode(text)
-            lengths.append(len(ids))
-            example = tf.train.Example(features=tf.train.Features(feature={
-                "input_ids": tf.train.Feature(int64_list=tf.train.Int64List(value=ids)),
-                "label_ids": label_feature(row_labels, label_to_id, label_separator is not None),
-            }))
-            writer.write(example.SerializeToString())
+            label = label_feature(row_labels, label_to_id, label_separator is not None)
+            for ids in encoder.encode_windows(text):
+                lengths.append(len(ids))
+                example = tf.train.Example(features=tf.train.Features(feature={
+                    "input_ids": tf.train.Feature(int64_list=tf.train.Int64List(value=ids)),
+                    "label_ids": label,
+                }))
+                writer.write(example.SerializeToString())
     os.replace(tmp_path, path)
     return lengths
 
@@ -99,6 +104,11 @@ def cached_records(frame, *, labels, encoder, vocab_file, do_lower_case, cache_d
                  len(lengths), split_name, path, sum(lengths) / max(1, len(lengths)),
                  sum(1 for n in lengths if n >= encoder.max_seq_length))
     return path
+
+
+def count_records(path):
+    """The number of records in a TFRecord file (a windowed split has more than its texts)."""
+    return sum(1 for _ in tf.io.tf_record_iterator(path))
 
 
 # --- input_fn ---------------------------------------------------------------------------

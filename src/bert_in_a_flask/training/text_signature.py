@@ -25,6 +25,7 @@ import unicodedata
 
 import tensorflow_text
 
+from ..shared.export_contract import WINDOW_TEXT
 from ..shared.text import HEAD_SHARE_OF_HEAD_TAIL
 from ..shared.tf_compat import tf, tokenization
 
@@ -130,12 +131,37 @@ def truncated(pieces, budget, truncate):
                                              nrows=pieces.nrows()), kept
 
 
-def text_features(texts, *, vocab_file, do_lower_case, max_seq_length, truncate):
+def windows(pieces, budget, stride, max_windows):
+    """Cut each row into windows of at most `budget` pieces, `stride` apart, until one reaches the row's
+    end, at most `max_windows` (an empty row: one empty window), as TextEncoder.encode_windows does.
+    Returns (the windows as rows, their lengths, which row each window is of)."""
+    lengths = pieces.row_lengths()
+    more = tf.maximum(tf.zeros_like(lengths), (lengths - budget + stride - 1) // stride)  # windows after the first
+    count = tf.minimum(1 + more, max_windows)
+    per_row = tf.ragged.range(count)  # window k of each row
+    owner, k = per_row.value_rowids(), per_row.flat_values
+    start = k * stride
+    kept = tf.maximum(tf.minimum(tf.cast(budget, tf.int64), tf.gather(lengths, owner) - start), 0)
+    positions = tf.ragged.range(kept)
+    window, j = positions.value_rowids(), positions.flat_values
+    source = tf.gather(tf.gather(pieces.row_splits[:-1], owner) + start, window) + j
+    rows = tf.RaggedTensor.from_value_rowids(tf.gather(pieces.flat_values, source), window,
+                                             nrows=tf.shape(owner, out_type=tf.int64)[0])
+    return rows, kept, owner
+
+
+def text_features(texts, *, vocab_file, do_lower_case, max_seq_length, truncate, window_stride=0, max_windows=1):
     """[batch] strings -> the serving signature's int32 input_ids, input_mask, segment_ids, each
-    [batch, longest in the batch]: `[CLS] pieces [SEP]`, zero-padded like the Python path pads."""
+    [batch, longest in the batch]: `[CLS] pieces [SEP]`, zero-padded like the Python path pads. With
+    "windows" the rows are the texts' windows, and WINDOW_TEXT says which text each is of."""
     table = vocab_table(vocab_file)
-    pieces, kept = truncated(word_piece_ids(basic_tokens(texts, do_lower_case), table),
-                             max_seq_length - 2, truncate)
+    pieces = word_piece_ids(basic_tokens(texts, do_lower_case), table)
+    extra = {}
+    if truncate == "windows":
+        pieces, kept, owner = windows(pieces, max_seq_length - 2, window_stride, max_windows)
+        extra[WINDOW_TEXT] = tf.cast(owner, tf.int32)
+    else:
+        pieces, kept = truncated(pieces, max_seq_length - 2, truncate)
     cls_id, sep_id = tf.unstack(table.lookup(tf.constant(["[CLS]", "[SEP]"])))
     body = pieces.to_tensor(default_value=0)
     batch = tf.shape(body)[0]
@@ -143,4 +169,5 @@ def text_features(texts, *, vocab_file, do_lower_case, max_seq_length, truncate)
     ids = tf.concat([tf.fill([batch, 1], cls_id), body, tf.zeros([batch, 1], tf.int64)], axis=1)
     ids += tf.one_hot(kept + 1, width, on_value=sep_id, off_value=tf.constant(0, tf.int64), dtype=tf.int64)
     mask = tf.sequence_mask(kept + 2, width, dtype=tf.int32)
-    return {"input_ids": tf.cast(ids, tf.int32), "input_mask": mask, "segment_ids": tf.zeros_like(mask)}
+    return dict({"input_ids": tf.cast(ids, tf.int32), "input_mask": mask, "segment_ids": tf.zeros_like(mask)},
+                **extra)

@@ -1,0 +1,180 @@
+"""Long texts as windows (--truncate windows): the cut, the pooling, the flags, and a tiny model
+trained on windows whose every path (predictor on TF and ONNX, serve_text, /predict) pools the same."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from helpers import TRAIN_ARGS, make_rows, run_cli, tiny_vocab, write_csv
+
+from bert_in_a_flask.shared import windows
+from bert_in_a_flask.shared.errors import UserError
+from bert_in_a_flask.shared.text import TextEncoder, build_tokenizer, window_starts
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    path.write_text("\n".join(tiny_vocab()) + "\n")
+    return build_tokenizer(str(path), True)
+
+
+# --- fast: the cut and the pooling -----------------------------------------------------------
+
+def test_windows_overlap_by_the_stride_and_stop_at_the_end_or_the_cap(tokenizer):
+    encoder = TextEncoder(tokenizer, max_seq_length=6, truncate="windows", window_stride=2, max_windows=10)
+    text = "how do i fix my code error when using the"  # ten word pieces
+    pieces = encoder.piece_ids(text)
+    assert len(pieces) == 10
+    got = encoder.encode_windows(text)
+    cls_id, sep_id = tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]"])
+    assert [w[1:-1] for w in got] == [pieces[0:4], pieces[2:6], pieces[4:8], pieces[6:10]]
+    assert all(w[0] == cls_id and w[-1] == sep_id for w in got)
+    capped = TextEncoder(tokenizer, 6, "windows", window_stride=2, max_windows=2).encode_windows(text)
+    assert [w[1:-1] for w in capped] == [pieces[0:4], pieces[2:6]]
+    assert encoder.encode_windows("") == [[cls_id, sep_id]]
+    assert encoder.encode_windows("how do") == [encoder.encode("how do")]
+    head = TextEncoder(tokenizer, 6, "head")
+    assert head.encode_windows(text) == [head.encode(text)]
+    assert window_starts(5, 4, 2, 8) == [0, 2] and window_starts(4, 4, 2, 8) == [0]
+
+
+@pytest.mark.parametrize("stride,max_windows,message", [
+    (4, 8, "--window-stride must be between 1 and 3"), (0, 8, "--window-stride"), (2, 0, "--max-windows")])
+def test_a_stride_of_a_whole_window_or_no_window_is_refused(tokenizer, stride, max_windows, message):
+    with pytest.raises(UserError, match=message):
+        TextEncoder(tokenizer, 6, "windows", window_stride=stride, max_windows=max_windows)
+
+
+def test_mean_pooling_is_the_softmax_of_the_mean_logits():
+    rng = np.random.RandomState(0)
+    logits = rng.randn(5, 3)
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    owners = np.array([0, 0, 0, 1, 1])
+    pooled = windows.pool(p, owners, 2)
+    for text, rows in ((0, [0, 1, 2]), (1, [3, 4])):
+        mean = logits[rows].mean(axis=0)
+        np.testing.assert_allclose(pooled[text], np.exp(mean) / np.exp(mean).sum(), atol=1e-6)
+    top = windows.pool(p, owners, 2, "max")
+    np.testing.assert_allclose(top.sum(axis=1), 1.0, atol=1e-6)
+    assert top[0].argmax() == np.log(p[:3]).max(axis=0).argmax()
+    np.testing.assert_array_equal(windows.pool(p[:2], np.array([0, 1]), 2), p[:2].astype(np.float32))
+
+
+def test_multi_label_pooling_averages_each_labels_logit_or_takes_its_max():
+    p = np.array([[0.9, 0.2], [0.5, 0.4], [0.1, 0.7]])
+    owners = np.array([0, 0, 1])
+    logit = np.log(p / (1 - p))
+    np.testing.assert_allclose(windows.pool(p, owners, 2, "mean", True)[0], 1 / (1 + np.exp(-logit[:2].mean(0))),
+                               atol=1e-6)
+    np.testing.assert_allclose(windows.pool(p, owners, 2, "max", True), [[0.9, 0.4], [0.1, 0.7]], atol=1e-6)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--truncate", "windows", "--max-seq-length", "32", "--window-stride", "30"], "--window-stride must be between"),
+    (["--truncate", "windows", "--max-windows", "0"], "--max-windows"),
+    (["--window-stride", "16"], "--window-stride applies to --truncate windows"),
+])
+def test_bad_window_flags_are_one_error_line_and_exit_2(capsys, flags, message):
+    from bert_in_a_flask.training.cli import parse_args
+    with pytest.raises(SystemExit) as stop:
+        parse_args(flags)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_the_stride_defaults_to_half_a_window():
+    from bert_in_a_flask.training.cli import parse_args
+    config = parse_args(["--truncate", "windows", "--max-seq-length", "34"])
+    assert (config.window_stride, config.max_windows, config.window_pooling) == (16, 8, "mean")
+    assert parse_args([]).window_stride == 0
+
+
+# --- slow: a tiny model trained on windows ---------------------------------------------------
+
+WINDOW_ARGS = ["--truncate", "windows", "--window-stride", "3", "--max-windows", "4"]
+
+
+@pytest.fixture(scope="module")
+def windowed_run(tmp_path_factory, tiny_bert_dir):
+    folder = tmp_path_factory.mktemp("windows")
+    csv_path = write_csv(folder / "tiny.csv", make_rows(450, seed=1))
+    out = folder / "run"
+    args = [a for a in TRAIN_ARGS]
+    args[args.index("--max-seq-length") + 1] = "8"  # 6 word pieces a window: the texts have up to 12
+    result = run_cli("train.py", ["--data-file", csv_path, "--bert-dir", tiny_bert_dir, "--output-dir", str(out),
+                                  "--cache-dir", str(folder / "cache")] + args + WINDOW_ARGS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(str(out / "checkpoints" / "best_export.json")) as handle:
+        export_dir = json.load(handle)["export_dir"]
+    with open(str(out / "report" / "metrics.json")) as handle:
+        metrics = json.load(handle)
+    return {"export_dir": export_dir, "metrics": metrics, "log": result.stderr}
+
+
+LONG_TEXTS = ["how do i fix my code error when using the django pandas list", "react npm",
+              "why does my loop not work with the file value in spring maven jvm"]
+
+
+@pytest.mark.slow
+def test_training_sees_every_window_and_the_export_records_the_windows(windowed_run):
+    assert "windows of 364 texts" in windowed_run["log"]
+    with open(os.path.join(windowed_run["export_dir"], "assets.extra", "model_config.json")) as handle:
+        config = json.load(handle)
+    assert (config["truncate"], config["window_stride"], config["max_windows"], config["window_pooling"]) == \
+        ("windows", 3, 4, "mean")
+    assert config["calibration"]["method"] == "temperature"
+    assert windowed_run["metrics"]["accuracy"] >= 0.8, windowed_run["metrics"]
+
+
+@pytest.mark.slow
+def test_every_path_pools_the_windows_alike(windowed_run):
+    import tensorflow_text  # noqa: F401
+    from bert_in_a_flask.serving.predictor import Predictor
+    from bert_in_a_flask.shared.tf_compat import tf
+
+    answers = {}
+    for backend in ("tf", "onnx"):
+        predictor = Predictor(windowed_run["export_dir"], backend=backend)
+        try:
+            flat, owners = predictor.window_ids(LONG_TEXTS)
+            assert len(flat) > len(LONG_TEXTS)  # long texts have several windows
+            answers[backend] = predictor.predict_proba(LONG_TEXTS)
+            per_window = predictor.forward_sorted(flat)
+            np.testing.assert_allclose(answers[backend], windows.pool(per_window, owners, len(LONG_TEXTS)),
+                                       atol=1e-6)
+        finally:
+            predictor.close()
+    np.testing.assert_allclose(answers["onnx"], answers["tf"], atol=1e-4)
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        signature = tf.saved_model.loader.load(session, ["serve"], windowed_run["export_dir"]).signature_def[
+            "serve_text"]
+        got = session.run({name: signature.outputs[name].name for name in ("probabilities", "label")},
+                          {signature.inputs["text"].name: LONG_TEXTS})
+    np.testing.assert_allclose(got["probabilities"], answers["tf"], atol=1e-5)
+    assert [label.decode() for label in got["label"]] == ["python", "javascript", "java"]
+
+
+@pytest.mark.slow
+def test_max_texts_counts_windows(windowed_run, tmp_path):
+    from bert_in_a_flask.serving import settings
+    from bert_in_a_flask.serving.app import create_app
+    from bert_in_a_flask.serving.predictor import Predictor
+
+    predictor = Predictor(windowed_run["export_dir"])
+    try:
+        app = create_app(settings.from_env({}, LOG_FILE=str(tmp_path / "calls.log"), MAX_TEXTS=3),
+                         predictor=predictor)
+        client = app.test_client()
+        fits = client.post("/predict", json={"X": ["react npm", "pip flask"]})
+        assert fits.status_code == 200 and fits.get_json()["predictions"] == ["javascript", "python"]
+        too_many = client.post("/predict", json={"X": LONG_TEXTS[:1]})  # one text, four windows
+        assert too_many.status_code == 413 and "windows" in too_many.get_json()["error"]
+        routed = client.post("/v1/models/bert:predict", json={"instances": LONG_TEXTS[:1]})
+        assert routed.status_code == 413
+        metadata = client.get("/metadata").get_json()
+        assert (metadata["truncate"], metadata["window_stride"], metadata["max_windows"]) == ("windows", 3, 4)
+    finally:
+        predictor.close()
