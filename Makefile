@@ -49,7 +49,7 @@ train_docker = $(if $(docker),$(filter 1,$(docker)),$(call image_exists,$(dev_im
 api_docker = $(if $(docker),$(filter 1,$(docker)),$(call image_exists,$(api_image)))
 
 .PHONY: help venv assets test test-fast api_venv docs bench soak chaos lint serve clean build_dev build_api download_base_bert download_data demo train train_cluster \
-	tensorboard start_api stop_api curl_example onnx ood imbalance multilabel clean_venv
+	tensorboard start_api stop_api curl_example onnx ood imbalance multilabel long_texts clean_venv
 
 help:
 	@echo "Targets (variables in brackets, with their defaults):"
@@ -72,6 +72,7 @@ help:
 	@echo "  make soak [model_dir=...] [args=...]    16 clients x 2,000 requests on loopback"
 	@echo "  make imbalance [args=...]               --class-weights none vs balanced with four tags cut to 5 %"
 	@echo "  make multilabel [args=...]              several labels per text: SO titles joined in pairs, tuned thresholds"
+	@echo "  make long_texts [args=...]              long documents: head vs head+tail vs windows on 20 Newsgroups"
 	@echo "  make ood [args=...]                     \"none of these\": AUROC and floors with a quarter of the tags left out"
 	@echo "  make chaos [model_dir=...] [args=...]   overload + killed workers + bad exports, 2 workers, 60 s"
 	@echo "  make docs                               the README's settings table, from serving/settings.py"
@@ -296,6 +297,12 @@ imbalance: venv assets
 # with --label-separator '|'; micro-F1 at the tuned thresholds, at 0.5 and of TF-IDF one-vs-rest (~6 min).
 multilabel: venv assets
 	$(VPY) -m bert_in_a_flask.tools.multilabel $(args) -- $(DEMO_RECIPE)
+
+# Long documents: 20 Newsgroups without its group names, 100 training posts a group, the demo's recipe
+# at 128 word pieces for 3 epochs, trained with --truncate head, head+tail and windows (~40 min).
+LONG_TEXT_RECIPE = --max-seq-length 128 --pooling mean --learning-rate 1e-4 --num-train-epochs 3 --eval-every-steps 100000
+long_texts: venv assets
+	$(VPY) -m bert_in_a_flask.tools.long_texts $(args) -- $(LONG_TEXT_RECIPE)
 
 clean_venv:
 	rm -rf .venv-*

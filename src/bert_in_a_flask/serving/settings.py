@@ -14,7 +14,7 @@ SETTINGS = (
     ("BACKEND", "auto", "auto, tf or onnx (auto: the verified ONNX file when onnxruntime is installed)"),
     ("QUANTIZE", "none", "none or int8 (the export's accepted model.int8.onnx, or a refusal to start)"),
     ("MAX_BATCH_SIZE", 32, "texts per forward pass at most (sorted by length, cuts planned; `make bench` sweeps it)"),
-    ("MAX_TEXTS", 256, "texts per request; more: 413"),
+    ("MAX_TEXTS", 256, "texts per request (windows, for a --truncate windows export); more: 413"),
     ("MAX_CONTENT_LENGTH", 2 * 1024 * 1024, "bytes per request body; more: 413"),
     ("MIN_CONFIDENCE", "export", "answers whose top probability is under this get prediction null and a reason: "
                                  "a number in [0, 1], or export (the floor the export's calibration chose; 0 for "

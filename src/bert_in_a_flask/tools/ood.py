@@ -78,6 +78,8 @@ def train(work, data, trainer_flags, python):
     print("training:", " ".join(command[2:]), flush=True)
     result = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             universal_newlines=True)
+    with open(os.path.join(work, "train.log"), "w", encoding="utf-8") as handle:  # the trainer's own lines
+        handle.write(result.stdout)
     if result.returncode:
         raise RuntimeError("training failed:\n" + result.stdout[-3000:])
     return latest_export(os.path.join(out, "trained_model"))

@@ -1,0 +1,118 @@
+"""`make long_texts`: long documents, head vs head+tail vs windows on one split. 20 Newsgroups without
+its label leaks (download_data.write_newsgroups), --train-per-group training posts per group (seeded),
+the whole validation and test splits; the demo's recipe at --max-seq-length 128 for 3 epochs, trained
+once per truncation; their test accuracy beside the report's TF-IDF + linear SVM, and what each costs:
+training examples/s and documents/s (the trainer's median), and test documents/s through the predictor
+(docs/bench/long_texts-<cpu>-tf<v>.md).
+
+    python -m bert_in_a_flask.tools.long_texts [--train-per-group 100] -- TRAINER FLAGS
+"""
+import json
+import os
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+
+from . import download_data
+from ..shared.cli import ArgumentParser, positive_int
+from ..shared.errors import run_cli
+from .bench_results import publish, split_trainer_flags
+from .ood import read_rows, train, write_rows
+
+TRUNCATIONS = (("head", []), ("head+tail", []), ("windows", ["--window-stride", "64"]))
+THROUGHPUT = re.compile(r"step \d+/\d+\s+([0-9.]+) examples/s")
+WINDOWS = re.compile(r"(\d+) windows of (\d+) texts")
+
+
+def long_text_split(work, per_group, seed):
+    """The data folder: `per_group` training posts of each group, val and test whole."""
+    import csv
+    csv.field_size_limit(1 << 30)
+    source = os.path.join(work, "newsgroups")
+    download_data.write_newsgroups(source)
+    folder = os.path.join(work, "split")
+    os.makedirs(folder, exist_ok=True)
+    rng = random.Random(seed)
+    by_group = {}
+    for row in read_rows(os.path.join(source, "train.csv")):
+        by_group.setdefault(row["tags"], []).append(row)
+    chosen = [row for group in sorted(by_group) for row in rng.sample(by_group[group], min(per_group,
+                                                                                           len(by_group[group])))]
+    write_rows(chosen, os.path.join(folder, "train.csv"))
+    for name in ("val", "test"):
+        write_rows(read_rows(os.path.join(source, name + ".csv")), os.path.join(folder, name + ".csv"))
+    return folder
+
+
+def training_speed(log_text):
+    """(examples/s, documents/s) of a training log: the median progress line, and per document."""
+    rates = [float(rate) for rate in THROUGHPUT.findall(log_text)]
+    examples_per_s = statistics.median(rates) if rates else float("nan")
+    windows = WINDOWS.search(log_text)
+    per_document = int(windows.group(1)) / float(windows.group(2)) if windows else 1.0
+    return examples_per_s, examples_per_s / per_document, per_document  # windows per document
+
+
+def test_speed(export_dir, texts):
+    """Test documents/s through the predictor (its TF backend: the runs skip the ONNX copy)."""
+    from ..serving.predictor import Predictor
+    predictor = Predictor(export_dir, backend="tf")
+    try:
+        predictor.predict_proba(texts[:64])  # warm
+        start = time.perf_counter()
+        predictor.predict_proba(texts)
+        return len(texts) / (time.perf_counter() - start)
+    finally:
+        predictor.close()
+
+
+def report_of(export_dir):
+    with open(os.path.join(os.path.dirname(os.path.dirname(export_dir)), "report", "metrics.json")) as handle:
+        return json.load(handle)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    own, trainer_flags = split_trainer_flags(argv)
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--train-per-group", type=positive_int, default=100, help="training posts per group")
+    parser.add_argument("--seed", type=int, default=0, help="which training posts")
+    parser.add_argument("--max-windows", type=positive_int, default=8, help="--truncate windows' cap")
+    parser.add_argument("--work-dir", default=None, help="keep the files here (default: a temp folder)")
+    parser.add_argument("--python", default=sys.executable, help="the trainer's Python")
+    args = parser.parse_args(own)
+
+    def run():
+        work = args.work_dir or tempfile.mkdtemp(prefix="long-texts-")
+        data = long_text_split(work, args.train_per_group, args.seed)
+        n_train = len(read_rows(os.path.join(data, "train.csv")))
+        test_texts = [row["post"] for row in read_rows(os.path.join(data, "test.csv"))]
+        lines = ["| --truncate | test accuracy | macro-F1 | train examples/s | train documents/s | windows per "
+                 "document | test documents/s |", "|---|---|---|---|---|---|---|"]
+        accuracy, baseline = {}, None
+        for truncate, extra in TRUNCATIONS:
+            if truncate == "windows":
+                extra = extra + ["--max-windows", str(args.max_windows)]
+            run_dir = os.path.join(work, truncate.replace("+", "-"))
+            export_dir = train(run_dir, data, trainer_flags + ["--truncate", truncate] + extra, args.python)
+            metrics = report_of(export_dir)
+            with open(os.path.join(run_dir, "train.log"), encoding="utf-8") as handle:
+                examples_per_s, documents_per_s, per_document = training_speed(handle.read())
+            accuracy[truncate], baseline = metrics["accuracy"], metrics["tfidf_svm_accuracy"]
+            lines.append("| %s | %.2f%% | %.4f | %.1f | %.1f | %.2f | %.1f |" % (
+                truncate, 100 * metrics["accuracy"], metrics["macro_f1"], examples_per_s, documents_per_s,
+                per_document, test_speed(export_dir, test_texts)))
+        lines.append("| TF-IDF + linear SVM | %.2f%% | | | | | |" % (100 * baseline))
+        lines += ["", "windows - head+tail: %+.2f points; windows - TF-IDF: %+.2f points (targets: >= +3 and >= 0)"
+                  % (100 * (accuracy["windows"] - accuracy["head+tail"]), 100 * (accuracy["windows"] - baseline))]
+        header = ("20 Newsgroups without its group names: %d training posts (%d a group), %d validation, %d test"
+                  % (n_train, args.train_per_group, len(read_rows(os.path.join(data, "val.csv"))), len(test_texts)))
+        publish("long_texts", header, lines)
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
