@@ -35,6 +35,7 @@ def test_windows_overlap_by_the_stride_and_stop_at_the_end_or_the_cap(tokenizer)
     assert [w[1:-1] for w in capped] == [pieces[0:4], pieces[2:6]]
     assert encoder.encode_windows("") == [[cls_id, sep_id]]
     assert encoder.encode_windows("how do") == [encoder.encode("how do")]
+    assert encoder.encode(text) == got[0]  # one sequence of a windowed text: its first window
     head = TextEncoder(tokenizer, 6, "head")
     assert head.encode_windows(text) == [head.encode(text)]
     assert window_starts(5, 4, 2, 8) == [0, 2] and window_starts(4, 4, 2, 8) == [0]
@@ -75,6 +76,7 @@ def test_multi_label_pooling_averages_each_labels_logit_or_takes_its_max():
     (["--truncate", "windows", "--max-seq-length", "32", "--window-stride", "30"], "--window-stride must be between"),
     (["--truncate", "windows", "--max-windows", "0"], "--max-windows"),
     (["--window-stride", "16"], "--window-stride applies to --truncate windows"),
+    (["--truncate", "head+tail", "--max-windows", "4"], "--max-windows applies to --truncate windows"),
 ])
 def test_bad_window_flags_are_one_error_line_and_exit_2(capsys, flags, message):
     from bert_in_a_flask.training.cli import parse_args
@@ -89,7 +91,7 @@ def test_the_stride_defaults_to_half_a_window():
     from bert_in_a_flask.training.cli import parse_args
     config = parse_args(["--truncate", "windows", "--max-seq-length", "34"])
     assert (config.window_stride, config.max_windows, config.window_pooling) == (16, 8, "mean")
-    assert parse_args([]).window_stride == 0
+    assert (parse_args([]).window_stride, parse_args([]).max_windows) == (0, 1)
 
 
 # --- slow: a tiny model trained on windows ---------------------------------------------------
@@ -178,3 +180,23 @@ def test_max_texts_counts_windows(windowed_run, tmp_path):
         assert (metadata["truncate"], metadata["window_stride"], metadata["max_windows"]) == ("windows", 3, 4)
     finally:
         predictor.close()
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_the_graph_pools_as_the_predictor_does_saturated_windows_included(pooling, multi_label):
+    from bert_in_a_flask.shared.tf_compat import tf
+    from bert_in_a_flask.training.model import pooled_in_graph
+
+    rng = np.random.RandomState(0)
+    logits = np.concatenate([rng.randn(5, 3) * 3, [[25.0, -22.0, 0.0], [18.0, -14.0, 1.0]]]).astype(np.float32)
+    if multi_label:
+        p = 1 / (1 + np.exp(-logits))
+    else:
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+    p = p.astype(np.float32)
+    owners = np.array([0, 0, 1, 1, 1, 2, 2])
+    with tf.Graph().as_default(), tf.Session() as session:
+        got = session.run(pooled_in_graph(tf.constant(p), tf.constant(owners, tf.int32), pooling, multi_label))
+    np.testing.assert_allclose(got, windows.pool(p, owners, 3, pooling, multi_label), atol=1e-5)

@@ -80,7 +80,7 @@ class TextEncoder(object):
         budget = self.max_seq_length - 2
         if len(tokens) <= budget:
             return tokens
-        if self.truncate == "head":
+        if self.truncate in ("head", "windows"):  # windows: the first one
             return tokens[:budget]
         head = int(round(budget * HEAD_SHARE_OF_HEAD_TAIL))
         return tokens[:head] + tokens[len(tokens) - (budget - head):]

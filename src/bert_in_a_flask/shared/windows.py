@@ -9,7 +9,9 @@ text's windows are pooled into the text's. numpy only, the same rule as the expo
 """
 import numpy as np
 
-EPSILON = 1e-12
+# Probabilities are clipped to [EPSILON, 1 - EPSILON] before their logs or logits are pooled: float32
+# resolves 1 - 1e-7, so the graph (model.pooled_in_graph) clips alike and both paths pool the same.
+EPSILON = 1e-7
 
 
 def owners_of(window_lists):
@@ -28,7 +30,7 @@ def pool(probabilities, owners, n_texts, pooling="mean", multi_label=False):
         return np.asarray(probabilities, np.float32)
     if multi_label and pooling == "max":
         return _segment(p, owners, n_texts, "max").astype(np.float32)
-    clipped = np.clip(p, EPSILON, 1.0 - EPSILON if multi_label else 1.0)
+    clipped = np.clip(p, EPSILON, 1.0 - EPSILON)
     scores = np.log(clipped / (1.0 - clipped)) if multi_label else np.log(clipped)
     pooled = _segment(scores, owners, n_texts, pooling)
     if multi_label:

@@ -64,10 +64,11 @@ def parse_args(argv=None):
                             "their answers pooled per text")
     model.add_argument("--window-stride", type=positive_int, default=None,
                        help="--truncate windows: word pieces between window starts (default: half a window)")
-    model.add_argument("--max-windows", type=positive_int, default=8,
-                       help="--truncate windows: windows per text at most (the first ones)")
-    model.add_argument("--window-pooling", choices=WINDOW_POOLINGS, default="mean",
-                       help="--truncate windows: mean or max of the windows' logits (per label)")
+    model.add_argument("--max-windows", type=positive_int, default=None,
+                       help="--truncate windows: windows per text at most, the first ones (default: 8)")
+    model.add_argument("--window-pooling", choices=WINDOW_POOLINGS, default=None,
+                       help="--truncate windows: a text's answer from its windows' by the mean (default) or the "
+                            "max of each label's log-probability (multi-label: mean logit, or max probability)")
 
     train = parser.add_argument_group("training")
     train.add_argument("--batch-size", type=positive_int, default=32, help="examples per step (per device)")
@@ -117,22 +118,35 @@ def parse_args(argv=None):
     run.add_argument("--confidence-keeps", type=share, default=0.9,
                      help="the confidence floor keeps this share of validation texts (the rest: prediction null)")
     args = parser.parse_args(argv)
-    if args.truncate == "windows":
-        if args.window_stride is None:
-            args.window_stride = max(1, (args.max_seq_length - 2) // 2)
-        try:
-            check_windows(args.max_seq_length, args.window_stride, args.max_windows)
-        except UserError as exc:
-            parser.error(str(exc))
-    elif args.window_stride is not None:
-        parser.error("--window-stride applies to --truncate windows (this run truncates %s)" % args.truncate)
-    else:
-        args.window_stride = 0
+    resolve_window_flags(parser, args)
     if args.label_separator == "":
         parser.error("--label-separator must not be empty")
     if args.quantize != "none" and args.skip_onnx:
         parser.error("--quantize %s quantizes the ONNX copy, which --skip-onnx turns off" % args.quantize)
     return TrainingConfig.from_args(args)
+
+
+WINDOW_DEFAULTS = {"window_stride": None, "max_windows": 8, "window_pooling": "mean"}  # stride: half a window
+
+
+def resolve_window_flags(parser, args):
+    """The window flags' values: their defaults with --truncate windows (checked), else refused when given."""
+    if args.truncate != "windows":
+        given = [name for name in WINDOW_DEFAULTS if getattr(args, name) is not None]
+        if given:
+            parser.error("--%s applies to --truncate windows (this run truncates %s)"
+                         % (given[0].replace("_", "-"), args.truncate))
+        args.window_stride, args.max_windows, args.window_pooling = 0, 1, "mean"
+        return
+    for name, default in WINDOW_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    if args.window_stride is None:
+        args.window_stride = max(1, (args.max_seq_length - 2) // 2)
+    try:
+        check_windows(args.max_seq_length, args.window_stride, args.max_windows)
+    except UserError as exc:
+        parser.error(str(exc))
 
 
 def setup_logging():

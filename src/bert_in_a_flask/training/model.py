@@ -10,6 +10,7 @@ from ..shared.export_contract import (CALIBRATION_SCOPE, DEFAULT_THRESHOLD, LOGI
                                       POOLED_TENSOR, TEMPERATURE_VARIABLE, TEXT_SIGNATURE, THRESHOLDS_VARIABLE,
                                       WINDOW_TEXT)
 from ..shared.tf_compat import tf
+from ..shared.windows import EPSILON as WINDOW_EPSILON
 from .optimization import create_train_op
 
 log = logging.getLogger(__name__)
@@ -190,11 +191,11 @@ def pooled_in_graph(probabilities, window_text, pooling, multi_label=False):
     """serve_text's answer per text from its windows' rows (shared/windows.py's rule, in the graph): the
     mean (max) of each label's log-probability, then a softmax; multi-label: the mean of each label's
     logit, then its sigmoid (or the max of its probability)."""
-    n_texts = tf.reduce_max(window_text) + 1
+    n_texts = tf.maximum(tf.reduce_max(window_text) + 1, 0)  # an empty batch: no texts
     segment = tf.math.unsorted_segment_max if pooling == "max" else tf.math.unsorted_segment_mean
     if multi_label and pooling == "max":
         return segment(probabilities, window_text, n_texts)
-    p = tf.clip_by_value(probabilities, 1e-12, 1.0 - 1e-7 if multi_label else 1.0)
+    p = tf.clip_by_value(probabilities, WINDOW_EPSILON, 1.0 - WINDOW_EPSILON)
     if multi_label:
         return tf.nn.sigmoid(segment(tf.math.log(p) - tf.math.log(1.0 - p), window_text, n_texts))
     return tf.nn.softmax(segment(tf.math.log(p), window_text, n_texts), axis=-1)
