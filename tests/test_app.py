@@ -106,6 +106,7 @@ def test_server_fault_is_a_json_500_with_the_traceback_in_the_log(app, predictor
 
     class Broken(object):
         name, labels, config, export_dir = predictor.name, predictor.labels, predictor.config, predictor.export_dir
+        multi_label = False
 
         def __init__(self):
             self.calls = 0

@@ -551,6 +551,7 @@ def test_a_user_error_raised_while_answering_is_a_4xx_json(predictor, tmp_path):
 
     class Picky(object):
         name, labels, config, export_dir = predictor.name, predictor.labels, predictor.config, predictor.export_dir
+        multi_label = False
 
         def __init__(self):
             self.calls = 0
