@@ -200,3 +200,25 @@ def test_the_graph_pools_as_the_predictor_does_saturated_windows_included(poolin
     with tf.Graph().as_default(), tf.Session() as session:
         got = session.run(pooled_in_graph(tf.constant(p), tf.constant(owners, tf.int32), pooling, multi_label))
     np.testing.assert_allclose(got, windows.pool(p, owners, 3, pooling, multi_label), atol=1e-5)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--truncations", "tail"], "--truncations: choose from head,head+tail,windows"),
+    (["--suffix", "Max Pooling"], "--suffix: lower-case letters"),
+])
+def test_make_long_texts_refuses_an_unknown_truncation_or_file_suffix(capsys, flags, message):
+    from bert_in_a_flask.tools import long_texts
+    with pytest.raises(SystemExit) as stop:
+        long_texts.main(flags + ["--", "--num-train-epochs", "1"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_make_long_texts_compares_windows_with_what_it_trained():
+    from bert_in_a_flask.tools.long_texts import comparisons, truncations
+    assert truncations("windows,head") == ["head", "windows"]  # always in the table's order
+    both = comparisons({"head+tail": 0.71, "windows": 0.8145}, 0.8495)
+    assert both == ["windows - head+tail: +10.45 points (target >= +3); windows - TF-IDF: -3.50 points (target >= 0)"]
+    assert comparisons({"windows": 0.86}, 0.8495) == ["windows - TF-IDF: +1.05 points (target >= 0)"]
+    assert comparisons({"head": 0.79}, 0.8495) == []

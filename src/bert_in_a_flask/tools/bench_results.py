@@ -35,11 +35,11 @@ def cpu_model():
     return "unknown CPU"
 
 
-def publish(kind, header, lines):
+def publish(kind, header, lines, suffix=""):
     """Print a tool's table (`make ood`, `make imbalance`) and write it to its results file."""
     from ..shared.tf_compat import TF_VERSION
     print("\n" + header + "\n\n" + "\n".join(lines))
-    path = results_path(kind, TF_VERSION)
+    path = results_path(kind, TF_VERSION, suffix)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("# `make %s` on %s\n\n%s, TF %s; %s\n\n%s\n" % (
             kind, cpu_model(), time.strftime("%Y-%m-%d"), TF_VERSION, header, "\n".join(lines)))

@@ -5,7 +5,11 @@ once per truncation; their test accuracy beside the report's TF-IDF + linear SVM
 training examples/s and documents/s (the trainer's median), and test documents/s through the predictor
 (docs/bench/long_texts-<cpu>-tf<v>.md).
 
-    python -m bert_in_a_flask.tools.long_texts [--train-per-group 100] -- TRAINER FLAGS
+    python -m bert_in_a_flask.tools.long_texts [--train-per-group 100] [--truncations windows]
+        [--suffix NAME] -- TRAINER FLAGS
+
+Trainer flags later on the line win, so a variant of the recipe is the recipe plus its changes
+(`-- $(LONG_TEXT_RECIPE) --num-train-epochs 6`); `--suffix` keeps its results beside the recipe's.
 """
 import json
 import os
@@ -15,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from argparse import ArgumentTypeError
 
 from . import download_data
 from ..shared.cli import ArgumentParser, positive_int
@@ -22,7 +27,7 @@ from ..shared.errors import run_cli
 from .bench_results import publish, split_trainer_flags
 from .ood import read_rows, train, write_rows
 
-TRUNCATIONS = (("head", []), ("head+tail", []), ("windows", []))  # windows: the default stride, half a window
+TRUNCATIONS = ("head", "head+tail", "windows")  # windows: the default stride, half a window
 THROUGHPUT = re.compile(r"step \d+/\d+\s+([0-9.]+) examples/s")
 WINDOWS = re.compile(r"(\d+) windows of (\d+) texts")
 
@@ -69,6 +74,31 @@ def test_speed(export_dir, texts):
         predictor.close()
 
 
+def truncations(value):
+    chosen = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in TRUNCATIONS]
+    if unknown or not chosen:
+        raise ArgumentTypeError("choose from %s, comma-separated (got %r)" % (",".join(TRUNCATIONS), value))
+    return [name for name in TRUNCATIONS if name in chosen]
+
+
+def suffix_name(value):
+    if not re.match(r"^[a-z0-9][a-z0-9-]*$", value):
+        raise ArgumentTypeError("lower-case letters, digits and '-' (got %r)" % value)
+    return value
+
+
+def comparisons(accuracy, baseline):
+    """The targets' lines for what was trained: windows against head+tail and the TF-IDF baseline."""
+    if "windows" not in accuracy:
+        return []
+    against = ["windows - TF-IDF: %+.2f points (target >= 0)" % (100 * (accuracy["windows"] - baseline))]
+    if "head+tail" in accuracy:
+        against.insert(0, "windows - head+tail: %+.2f points (target >= +3)"
+                       % (100 * (accuracy["windows"] - accuracy["head+tail"])))
+    return ["; ".join(against)]
+
+
 def report_of(export_dir):
     with open(os.path.join(os.path.dirname(os.path.dirname(export_dir)), "report", "metrics.json")) as handle:
         return json.load(handle)
@@ -83,6 +113,10 @@ def main(argv=None):
     parser.add_argument("--max-windows", type=positive_int, default=8, help="--truncate windows' cap")
     parser.add_argument("--work-dir", default=None, help="keep the files here (default: a temp folder)")
     parser.add_argument("--python", default=sys.executable, help="the trainer's Python")
+    parser.add_argument("--truncations", type=truncations, default=TRUNCATIONS,
+                        help="which of head,head+tail,windows to train (comma-separated; default all)")
+    parser.add_argument("--suffix", default="", type=suffix_name,
+                        help="results file docs/bench/long_texts-<cpu>-tf<v>-SUFFIX.md (for a variant)")
     args = parser.parse_args(own)
 
     def run():
@@ -93,9 +127,8 @@ def main(argv=None):
         lines = ["| --truncate | test accuracy | macro-F1 | train examples/s | train documents/s | windows per "
                  "document | test documents/s |", "|---|---|---|---|---|---|---|"]
         accuracy, baseline = {}, None
-        for truncate, extra in TRUNCATIONS:
-            if truncate == "windows":
-                extra = extra + ["--max-windows", str(args.max_windows)]
+        for truncate in args.truncations:
+            extra = ["--max-windows", str(args.max_windows)] if truncate == "windows" else []
             run_dir = os.path.join(work, truncate.replace("+", "-"))
             export_dir = train(run_dir, data, trainer_flags + ["--truncate", truncate] + extra, args.python)
             metrics = report_of(export_dir)
@@ -106,11 +139,11 @@ def main(argv=None):
                 truncate, 100 * metrics["accuracy"], metrics["macro_f1"], examples_per_s, documents_per_s,
                 per_document, test_speed(export_dir, test_texts)))
         lines.append("| TF-IDF + linear SVM | %.2f%% | | | | | |" % (100 * baseline))
-        lines += ["", "windows - head+tail: %+.2f points; windows - TF-IDF: %+.2f points (targets: >= +3 and >= 0)"
-                  % (100 * (accuracy["windows"] - accuracy["head+tail"]), 100 * (accuracy["windows"] - baseline))]
-        header = ("20 Newsgroups without its group names: %d training posts (%d a group), %d validation, %d test"
-                  % (n_train, args.train_per_group, len(read_rows(os.path.join(data, "val.csv"))), len(test_texts)))
-        publish("long_texts", header, lines)
+        lines += [""] + comparisons(accuracy, baseline)
+        header = ("20 Newsgroups without its group names: %d training posts (%d a group), %d validation, %d test;"
+                  " trainer flags: %s" % (n_train, args.train_per_group, len(read_rows(os.path.join(data, "val.csv"))),
+                                          len(test_texts), " ".join(trainer_flags)))
+        publish("long_texts", header, lines, args.suffix)
     return run_cli(run)
 
 
