@@ -22,8 +22,8 @@ SETTINGS = (
     ("MICRO_BATCHING", True, "coalesce concurrent requests into shared forward passes"),
     ("MICRO_BATCH_WAIT_MS", 2, "how long the first queued text waits for company, after a shared pass"),
     ("PREDICT_TIMEOUT_S", 30, "a request waits at most this long for its forward pass (then 503)"),
-    ("MAX_PENDING_TEXTS", 512, "texts a worker admits, queued or running; more: 429 at once (about a second of "
-                               "the demo model's work on 2 cores)"),
+    ("MAX_PENDING_TEXTS", 512, "texts (windows, for a --truncate windows export) a worker admits, queued or "
+                               "running; more: 429 at once (about a second of the demo model's work on 2 cores)"),
     ("LOG_FILE", "", "also append the call log to this file (one for all workers; rotate it with logrotate)"),
     ("LOG_TEXTS", False, "put the raw texts in the call log"),
     ("INTRA_OP_THREADS", 0, "threads per forward pass (0: one per core)"),

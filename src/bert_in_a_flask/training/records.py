@@ -100,7 +100,7 @@ def cached_records(frame, *, labels, encoder, vocab_file, do_lower_case, cache_d
         log.info("reusing %s", path)
     else:
         lengths = write_records(frame, labels, encoder, path, label_separator)
-        log.info("wrote %d %s records to %s (mean %.1f word pieces, %d truncated)",
+        log.info("wrote %d %s records to %s (mean %.1f word pieces, %d at the full --max-seq-length)",
                  len(lengths), split_name, path, sum(lengths) / max(1, len(lengths)),
                  sum(1 for n in lengths if n >= encoder.max_seq_length))
     return path
