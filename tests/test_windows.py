@@ -222,3 +222,10 @@ def test_make_long_texts_compares_windows_with_what_it_trained():
     assert both == ["windows - head+tail: +10.45 points (target >= +3); windows - TF-IDF: -3.50 points (target >= 0)"]
     assert comparisons({"windows": 0.86}, 0.8495) == ["windows - TF-IDF: +1.05 points (target >= 0)"]
     assert comparisons({"head": 0.79}, 0.8495) == []
+
+
+def test_make_long_texts_trains_all_three_into_the_recipes_file_by_default():
+    from bert_in_a_flask.tools.long_texts import parse_args
+    args = parse_args([])
+    assert (list(args.truncations), args.suffix, args.max_windows) == (["head", "head+tail", "windows"], "", 8)
+    assert parse_args(["--suffix", "seq256"]).suffix == "seq256"

@@ -83,7 +83,7 @@ def truncations(value):
 
 
 def suffix_name(value):
-    if not re.match(r"^[a-z0-9][a-z0-9-]*$", value):
+    if value and not re.match(r"^[a-z0-9][a-z0-9-]*$", value):  # "": the recipe's own file
         raise ArgumentTypeError("lower-case letters, digits and '-' (got %r)" % value)
     return value
 
@@ -104,9 +104,7 @@ def report_of(export_dir):
         return json.load(handle)
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    own, trainer_flags = split_trainer_flags(argv)
+def parse_args(own):
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--train-per-group", type=positive_int, default=100, help="training posts per group")
     parser.add_argument("--seed", type=int, default=0, help="which training posts")
@@ -117,7 +115,13 @@ def main(argv=None):
                         help="which of head,head+tail,windows to train (comma-separated; default all)")
     parser.add_argument("--suffix", default="", type=suffix_name,
                         help="results file docs/bench/long_texts-<cpu>-tf<v>-SUFFIX.md (for a variant)")
-    args = parser.parse_args(own)
+    return parser.parse_args(own)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    own, trainer_flags = split_trainer_flags(argv)
+    args = parse_args(own)
 
     def run():
         work = args.work_dir or tempfile.mkdtemp(prefix="long-texts-")
