@@ -47,8 +47,16 @@ def publish(kind, header, lines, suffix=""):
 
 
 def split_trainer_flags(argv):
-    """(a tool's own arguments, the trainer flags after `--`)."""
-    return (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    """(a tool's own arguments, the trainer flags after `--`). The Makefile puts `args` before the
+    recipe, so `make ood args="--seed 1 -- --num-train-epochs 3"` reaches here as
+    `own -- changes -- recipe`: the changes go after the recipe, where the trainer's parser lets them win."""
+    if "--" not in argv:
+        return argv, []
+    own, rest = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+    if "--" in rest:
+        changes, recipe = rest[:rest.index("--")], rest[rest.index("--") + 1:]
+        rest = recipe + changes
+    return own, rest
 
 
 def results_path(kind, tf_version, suffix=""):

@@ -8,8 +8,9 @@ training examples/s and documents/s (the trainer's median), and test documents/s
     python -m bert_in_a_flask.tools.long_texts [--train-per-group 100] [--truncations windows]
         [--suffix NAME] -- TRAINER FLAGS
 
-Trainer flags later on the line win, so a variant of the recipe is the recipe plus its changes
-(`-- $(LONG_TEXT_RECIPE) --num-train-epochs 6`); `--suffix` keeps its results beside the recipe's.
+A variant of the recipe is the recipe plus its changes, which win (`make long_texts
+args="--truncations windows --suffix seq256 -- --max-seq-length 256"`); `--suffix` keeps its
+results beside the recipe's.
 """
 import json
 import os
