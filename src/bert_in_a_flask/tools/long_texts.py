@@ -25,10 +25,10 @@ from argparse import ArgumentTypeError
 from . import download_data
 from ..shared.cli import ArgumentParser, positive_int
 from ..shared.errors import run_cli
+from ..shared.text import TRUNCATIONS  # the trainer's --truncate choices; windows at its default stride
 from .bench_results import publish, split_trainer_flags
 from .ood import read_rows, train, write_rows
 
-TRUNCATIONS = ("head", "head+tail", "windows")  # windows: the default stride, half a window
 THROUGHPUT = re.compile(r"step \d+/\d+\s+([0-9.]+) examples/s")
 WINDOWS = re.compile(r"(\d+) windows of (\d+) texts")
 
