@@ -116,8 +116,10 @@ def windowed_run(tmp_path_factory, tiny_bert_dir):
     return {"export_dir": export_dir, "metrics": metrics, "log": result.stderr}
 
 
-LONG_TEXTS = ["how do i fix my code error when using the django pandas list", "react npm",
-              "why does my loop not work with the file value in spring maven jvm"]
+# Every window of a long text holds one of its label's keywords: a window of filler alone has no answer
+# to pool, and a tie between windows would leave the label to rounding.
+LONG_TEXTS = ["how do django fix my pandas code error numpy when using pip the list flask", "react npm",
+              "why spring does my loop maven not work jvm with the hibernate file gradle"]
 
 
 @pytest.mark.slow
@@ -180,6 +182,27 @@ def test_max_texts_counts_windows(windowed_run, tmp_path):
         assert (metadata["truncate"], metadata["window_stride"], metadata["max_windows"]) == ("windows", 3, 4)
     finally:
         predictor.close()
+
+
+@pytest.mark.slow
+def test_make_long_texts_scores_the_same_windows_pooled_the_other_way(windowed_run):
+    from bert_in_a_flask.serving.predictor import Predictor
+    from bert_in_a_flask.tools.long_texts import accuracy_by_pooling, other_poolings
+
+    rows = make_rows(40, seed=7)
+    texts, labels = [text for text, _ in rows], [label for _, label in rows]
+    predictor = Predictor(windowed_run["export_dir"], backend="tf")
+    try:
+        served = predictor.predict(texts)["predictions"]
+        scores = accuracy_by_pooling(predictor, texts, labels)
+        extra_rows = other_poolings(predictor, texts, labels)
+    finally:
+        predictor.close()
+    assert sorted(scores) == ["max", "mean"]
+    # the export's own pooling scores exactly what it serves
+    assert scores["mean"][0] == pytest.approx(np.mean([p == t for p, t in zip(served, labels)]))
+    assert len(extra_rows) == 1 and extra_rows[0].startswith("| windows, max pooling (same model) | ")
+    assert "%.2f%%" % (100 * scores["max"][0]) in extra_rows[0]
 
 
 @pytest.mark.parametrize("pooling", ["mean", "max"])

@@ -3,7 +3,8 @@ its label leaks (download_data.write_newsgroups), --train-per-group training pos
 the whole validation and test splits; the demo's recipe at --max-seq-length 128 for 3 epochs, trained
 once per truncation; their test accuracy beside the report's TF-IDF + linear SVM, and what each costs:
 training examples/s and documents/s (the trainer's median), and test documents/s through the predictor
-(docs/bench/long_texts-<cpu>-tf<v>.md).
+(docs/bench/long_texts-<cpu>-tf<v>.md). The windows run is also scored with its windows pooled the other
+way (mean or max), from the same forward pass.
 
     python -m bert_in_a_flask.tools.long_texts [--train-per-group 100] [--truncations windows]
         [--suffix NAME] -- TRAINER FLAGS
@@ -23,9 +24,11 @@ import time
 from argparse import ArgumentTypeError
 
 from . import download_data
+from ..serving.predictor import Predictor
 from ..shared.cli import ArgumentParser, positive_int
 from ..shared.errors import run_cli
-from ..shared.text import TRUNCATIONS  # the trainer's --truncate choices; windows at its default stride
+from ..shared import windows
+from ..shared.text import TRUNCATIONS, WINDOW_POOLINGS  # the trainer's choices
 from .bench_results import publish, split_trainer_flags
 from .ood import read_rows, train, write_rows
 
@@ -62,17 +65,35 @@ def training_speed(log_text):
     return examples_per_s, examples_per_s / per_document, per_document  # windows per document
 
 
-def test_speed(export_dir, texts):
+def test_speed(predictor, texts):
     """Test documents/s through the predictor (its TF backend: the runs skip the ONNX copy)."""
-    from ..serving.predictor import Predictor
-    predictor = Predictor(export_dir, backend="tf")
-    try:
-        predictor.predict_proba(texts[:64])  # warm
-        start = time.perf_counter()
-        predictor.predict_proba(texts)
-        return len(texts) / (time.perf_counter() - start)
-    finally:
-        predictor.close()
+    predictor.predict_proba(texts[:64])  # warm
+    start = time.perf_counter()
+    predictor.predict_proba(texts)
+    return len(texts) / (time.perf_counter() - start)
+
+
+def accuracy_by_pooling(predictor, texts, labels):
+    """{pooling: (test accuracy, macro-F1)} of a windowed export's windows pooled each way. Pooling
+    happens after the forward pass and training sees single windows, so the other pooling is the same
+    model answering otherwise (its temperature was fitted for the export's own pooling)."""
+    from sklearn.metrics import f1_score
+    flat, owners = predictor.window_ids(texts)
+    probabilities = predictor.forward_sorted(flat)
+    scores = {}
+    for pooling in WINDOW_POOLINGS:
+        pooled = windows.pool(probabilities, owners, len(texts), pooling)
+        predicted = [predictor.labels[i] for i in pooled.argmax(axis=1)]
+        scores[pooling] = (sum(p == t for p, t in zip(predicted, labels)) / float(len(labels)),
+                           f1_score(labels, predicted, average="macro"))
+    return scores
+
+
+def other_poolings(predictor, texts, labels):
+    """Table rows for the windows pooled otherwise than the export does (same model, same windows)."""
+    return ["| windows, %s pooling (same model) | %.2f%% | %.4f | | | | |" % (pooling, 100 * accuracy, macro_f1)
+            for pooling, (accuracy, macro_f1) in accuracy_by_pooling(predictor, texts, labels).items()
+            if pooling != predictor.config.window_pooling]
 
 
 def truncations(value):
@@ -128,7 +149,8 @@ def main(argv=None):
         work = args.work_dir or tempfile.mkdtemp(prefix="long-texts-")
         data = long_text_split(work, args.train_per_group, args.seed)
         n_train = len(read_rows(os.path.join(data, "train.csv")))
-        test_texts = [row["post"] for row in read_rows(os.path.join(data, "test.csv"))]
+        test_rows = read_rows(os.path.join(data, "test.csv"))
+        test_texts, test_labels = [row["post"] for row in test_rows], [row["tags"] for row in test_rows]
         lines = ["| --truncate | test accuracy | macro-F1 | train examples/s | train documents/s | windows per "
                  "document | test documents/s |", "|---|---|---|---|---|---|---|"]
         accuracy, baseline = {}, None
@@ -140,9 +162,15 @@ def main(argv=None):
             with open(os.path.join(run_dir, "train.log"), encoding="utf-8") as handle:
                 examples_per_s, documents_per_s, per_document = training_speed(handle.read())
             accuracy[truncate], baseline = metrics["accuracy"], metrics["tfidf_svm_accuracy"]
-            lines.append("| %s | %.2f%% | %.4f | %.1f | %.1f | %.2f | %.1f |" % (
-                truncate, 100 * metrics["accuracy"], metrics["macro_f1"], examples_per_s, documents_per_s,
-                per_document, test_speed(export_dir, test_texts)))
+            predictor = Predictor(export_dir, backend="tf")
+            try:
+                lines.append("| %s | %.2f%% | %.4f | %.1f | %.1f | %.2f | %.1f |" % (
+                    truncate, 100 * metrics["accuracy"], metrics["macro_f1"], examples_per_s, documents_per_s,
+                    per_document, test_speed(predictor, test_texts)))
+                if truncate == "windows":
+                    lines += other_poolings(predictor, test_texts, test_labels)
+            finally:
+                predictor.close()
         lines.append("| TF-IDF + linear SVM | %.2f%% | | | | | |" % (100 * baseline))
         lines += [""] + comparisons(accuracy, baseline)
         header = ("20 Newsgroups without its group names: %d training posts (%d a group), %d validation, %d test;"
