@@ -5,7 +5,8 @@ export recorded (prediction sets, the confidence floor) without TensorFlow.
 
 - temperature scaling: one scalar T minimising the validation NLL of softmax(logits / T); it never
   moves the argmax, so labels and accuracy stay as they were;
-- ECE (expected calibration error): the gap between confidence and accuracy over equal-width bins;
+- ECE (expected calibration error): the gap between confidence and accuracy over equal-width bins,
+  and the part of it that sampling alone gives a calibrated model on a split of that size;
 - the confidence floor: the calibrated top probability under which a text gets no label;
 - split conformal prediction, LAC score (1 - the true label's probability): a quantile per coverage
   level, and the set {labels whose probability >= 1 - quantile} per text.
@@ -45,7 +46,10 @@ def reliability(probabilities, labels, bins=ECE_BINS):
     """Per equal-width confidence bin (0-1/bins, ...): (count, mean confidence, accuracy); empty bins
     have count 0 and NaN means."""
     p = np.asarray(probabilities, np.float64)
-    confidence, correct = p.max(axis=1), (p.argmax(axis=1) == np.asarray(labels)).astype(np.float64)
+    return _binned(p.max(axis=1), (p.argmax(axis=1) == np.asarray(labels)).astype(np.float64), bins)
+
+
+def _binned(confidence, correct, bins):
     which = np.minimum((confidence * bins).astype(int), bins - 1)  # confidence 1.0 falls in the last bin
     rows = []
     for b in range(bins):
@@ -56,11 +60,25 @@ def reliability(probabilities, labels, bins=ECE_BINS):
     return rows
 
 
-def ece(probabilities, labels, bins=ECE_BINS):
-    """Expected calibration error: sum over bins of (share of texts) x |accuracy - mean confidence|."""
-    rows = reliability(probabilities, labels, bins)
+def _ece_of_rows(rows):
     total = sum(n for n, _, _ in rows)
     return float(sum(n / total * abs(accuracy - confidence) for n, confidence, accuracy in rows if n))
+
+
+def ece(probabilities, labels, bins=ECE_BINS):
+    """Expected calibration error: sum over bins of (share of texts) x |accuracy - mean confidence|."""
+    return _ece_of_rows(reliability(probabilities, labels, bins))
+
+
+def ece_from_sampling(probabilities, draws=200, seed=0, bins=ECE_BINS):
+    """The ECE a perfectly calibrated model with these confidences shows on this many texts, from
+    sampling alone: the mean over `draws` of the ECE when each text is right with the probability its
+    top label claims. A measured ECE near it leaves nothing for a calibrator to remove; it shrinks
+    as the split grows (about as 1 / sqrt(texts))."""
+    confidence = np.asarray(probabilities, np.float64).max(axis=1)
+    rng = np.random.RandomState(seed)
+    return float(np.mean([_ece_of_rows(_binned(confidence, (rng.uniform(size=len(confidence)) < confidence)
+                                                .astype(np.float64), bins)) for _ in range(draws)]))
 
 
 def fit_temperature(logits, labels, low=TEMPERATURE_RANGE[0], high=TEMPERATURE_RANGE[1], steps=80):

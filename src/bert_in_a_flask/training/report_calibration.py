@@ -1,6 +1,7 @@
 """The report's calibration section on the test split: ECE and NLL of the raw and the calibrated
-probabilities, accuracy at the export's confidence floor, the conformal sets' coverage and size at
-each stored level, and a reliability diagram (reliability_diagram.png)."""
+probabilities, the ECE a calibrated model would show from sampling alone, accuracy at the export's
+confidence floor, the conformal sets' coverage and size at each stored level, and a reliability
+diagram (reliability_diagram.png)."""
 import numpy as np
 
 from ..shared import calibration
@@ -11,6 +12,7 @@ def calibration_metrics(y_true, probabilities, record):
     `calibration` record; {"calibrated": False} for an uncalibrated export."""
     if not record:
         return {"calibrated": False, "ece": calibration.ece(probabilities, y_true),
+                "ece_from_sampling": calibration.ece_from_sampling(probabilities),
                 "nll": calibration.nll(probabilities, y_true)}
     raw = calibration.softmax_at(calibration.log_probabilities(probabilities), 1.0 / record["temperature"])
     top, right = probabilities.max(axis=1), probabilities.argmax(axis=1) == y_true
@@ -22,6 +24,7 @@ def calibration_metrics(y_true, probabilities, record):
     return {
         "calibrated": True, "temperature": record["temperature"],
         "ece_before": calibration.ece(raw, y_true), "ece_after": calibration.ece(probabilities, y_true),
+        "ece_from_sampling": calibration.ece_from_sampling(probabilities),
         "nll_before": calibration.nll(raw, y_true), "nll_after": calibration.nll(probabilities, y_true),
         "labels_unchanged": bool((raw.argmax(axis=1) == probabilities.argmax(axis=1)).all()),
         "min_confidence": record["min_confidence"], "accepted_share": float(accepted.mean()),
@@ -33,15 +36,16 @@ def calibration_metrics(y_true, probabilities, record):
 def describe(metrics):
     """One log line of the section."""
     if not metrics["calibrated"]:
-        return "uncalibrated (--calibrate none): ECE %.4f, NLL %.4f" % (metrics["ece"], metrics["nll"])
+        return "uncalibrated (--calibrate none): ECE %.4f (from sampling alone: %.4f), NLL %.4f" % (
+            metrics["ece"], metrics["ece_from_sampling"], metrics["nll"])
     sets = ", ".join("%s: %.1f%% (size %.2f)" % (level, 100 * s["coverage"], s["mean_set_size"])
                      for level, s in metrics["conformal_sets"].items())
     accuracy = metrics["accuracy_accepted"]
-    return ("calibration on the test split: T %.3f, ECE %.4f -> %.4f, NLL %.4f -> %.4f; floor %.3f accepts %.1f%% "
-            "at %s accuracy; conformal coverage %s" % (
-                metrics["temperature"], metrics["ece_before"], metrics["ece_after"], metrics["nll_before"],
-                metrics["nll_after"], metrics["min_confidence"], 100 * metrics["accepted_share"],
-                "-" if accuracy is None else "%.2f%%" % (100 * accuracy), sets))
+    return ("calibration on the test split: T %.3f, ECE %.4f -> %.4f (from sampling alone: %.4f), NLL %.4f -> "
+            "%.4f; floor %.3f accepts %.1f%% at %s accuracy; conformal coverage %s" % (
+                metrics["temperature"], metrics["ece_before"], metrics["ece_after"], metrics["ece_from_sampling"],
+                metrics["nll_before"], metrics["nll_after"], metrics["min_confidence"],
+                100 * metrics["accepted_share"], "-" if accuracy is None else "%.2f%%" % (100 * accuracy), sets))
 
 
 def plot_reliability(y_true, probabilities, record, path):
