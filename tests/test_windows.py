@@ -191,16 +191,21 @@ def test_make_long_texts_scores_the_same_windows_pooled_the_other_way(windowed_r
 
     rows = make_rows(40, seed=7)
     texts, labels = [text for text, _ in rows], [label for _, label in rows]
+    from sklearn.metrics import f1_score
     predictor = Predictor(windowed_run["export_dir"], backend="tf")
     try:
         served = predictor.predict(texts)["predictions"]
+        flat, owners = predictor.window_ids(texts)
+        max_pooled = windows.pool(predictor.forward_sorted(flat), owners, len(texts), "max").argmax(axis=1)
         scores = accuracy_by_pooling(predictor, texts, labels)
         extra_rows = other_poolings(predictor, texts, labels)
     finally:
         predictor.close()
     assert sorted(scores) == ["max", "mean"]
-    # the export's own pooling scores exactly what it serves
+    # the export's own pooling scores exactly what it serves; max scores the max-pooled labels
     assert scores["mean"][0] == pytest.approx(np.mean([p == t for p, t in zip(served, labels)]))
+    assert scores["mean"][1] == pytest.approx(f1_score(labels, served, average="macro"))
+    assert scores["max"][0] == pytest.approx(np.mean([predictor.labels[i] == t for i, t in zip(max_pooled, labels)]))
     assert len(extra_rows) == 1 and extra_rows[0].startswith("| windows, max pooling (same model) | ")
     assert "%.2f%%" % (100 * scores["max"][0]) in extra_rows[0]
 
@@ -245,6 +250,30 @@ def test_make_long_texts_compares_windows_with_what_it_trained():
     assert both == ["windows - head+tail: +10.45 points (target >= +3); windows - TF-IDF: -3.50 points (target >= 0)"]
     assert comparisons({"windows": 0.86}, 0.8495) == ["windows - TF-IDF: +1.05 points (target >= 0)"]
     assert comparisons({"head": 0.79}, 0.8495) == []
+
+
+class _TwoWindowAnswers(object):
+    """A predictor's window interface with known answers: text 0 ("b") leans to a in three windows
+    and is sure of b in one, so mean pooling says a and max pooling b; text 1 ("a") is one window."""
+    labels, multi_label = ["a", "b"], False
+
+    class config(object):
+        window_pooling = "mean"
+
+    def window_ids(self, texts):
+        return [[1]] * 5, np.array([0, 0, 0, 0, 1])
+
+    def forward_sorted(self, flat):
+        return np.array([[0.7, 0.3]] * 3 + [[0.2, 0.8], [0.9, 0.1]], np.float32)
+
+
+def test_make_long_texts_scores_each_pooling_and_adds_the_one_the_export_does_not_use():
+    from bert_in_a_flask.tools.long_texts import accuracy_by_pooling, other_poolings
+    scores = accuracy_by_pooling(_TwoWindowAnswers(), ["long", "short"], ["b", "a"])
+    assert (scores["mean"][0], scores["max"][0]) == (0.5, 1.0)
+    assert scores["max"][1] == 1.0 and scores["mean"][1] == pytest.approx(1 / 3.0)  # F1 of a 2/3, of b 0
+    assert other_poolings(_TwoWindowAnswers(), ["long", "short"], ["b", "a"]) == [
+        "| windows, max pooling (same model) | 100.00% | 1.0000 | | | | |"]
 
 
 def test_make_long_texts_trains_all_three_into_the_recipes_file_by_default():

@@ -6,7 +6,7 @@ export recorded (prediction sets, the confidence floor) without TensorFlow.
 - temperature scaling: one scalar T minimising the validation NLL of softmax(logits / T); it never
   moves the argmax, so labels and accuracy stay as they were;
 - ECE (expected calibration error): the gap between confidence and accuracy over equal-width bins,
-  and the part of it that sampling alone gives a calibrated model on a split of that size;
+  and what chance alone gives a calibrated model on a split of that size;
 - the confidence floor: the calibrated top probability under which a text gets no label;
 - split conformal prediction, LAC score (1 - the true label's probability): a quantile per coverage
   level, and the set {labels whose probability >= 1 - quantile} per text.
@@ -71,14 +71,15 @@ def ece(probabilities, labels, bins=ECE_BINS):
 
 
 def ece_from_sampling(probabilities, draws=200, seed=0, bins=ECE_BINS):
-    """The ECE a perfectly calibrated model with these confidences shows on this many texts, from
-    sampling alone: the mean over `draws` of the ECE when each text is right with the probability its
-    top label claims. A measured ECE near it leaves nothing for a calibrator to remove; it shrinks
-    as the split grows (about as 1 / sqrt(texts))."""
+    """The ECE that chance alone gives a perfectly calibrated model with these confidences on this
+    many texts: {"mean", "p95"} over `draws` draws in which each text is right with the probability
+    its top label claims. A measured ECE under the p95 is within chance, so a calibrator has nothing
+    it could reliably remove; both shrink as the split grows (about as 1 / sqrt(texts))."""
     confidence = np.asarray(probabilities, np.float64).max(axis=1)
     rng = np.random.RandomState(seed)
-    return float(np.mean([_ece_of_rows(_binned(confidence, (rng.uniform(size=len(confidence)) < confidence)
-                                                .astype(np.float64), bins)) for _ in range(draws)]))
+    eces = [_ece_of_rows(_binned(confidence, (rng.uniform(size=len(confidence)) < confidence).astype(np.float64),
+                                 bins)) for _ in range(draws)]
+    return {"mean": float(np.mean(eces)), "p95": float(np.percentile(eces, 95))}
 
 
 def fit_temperature(logits, labels, low=TEMPERATURE_RANGE[0], high=TEMPERATURE_RANGE[1], steps=80):

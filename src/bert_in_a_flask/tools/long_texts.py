@@ -3,8 +3,8 @@ its label leaks (download_data.write_newsgroups), --train-per-group training pos
 the whole validation and test splits; the demo's recipe at --max-seq-length 128 for 3 epochs, trained
 once per truncation; their test accuracy beside the report's TF-IDF + linear SVM, and what each costs:
 training examples/s and documents/s (the trainer's median), and test documents/s through the predictor
-(docs/bench/long_texts-<cpu>-tf<v>.md). The windows run is also scored with its windows pooled the other
-way (mean or max), from the same forward pass.
+(docs/bench/long_texts-<cpu>-tf<v>.md). The windows run is also scored with the same model's windows
+pooled the other way (max beside the default mean).
 
     python -m bert_in_a_flask.tools.long_texts [--train-per-group 100] [--truncations windows]
         [--suffix NAME] -- TRAINER FLAGS
@@ -74,9 +74,10 @@ def test_speed(predictor, texts):
 
 
 def accuracy_by_pooling(predictor, texts, labels):
-    """{pooling: (test accuracy, macro-F1)} of a windowed export's windows pooled each way. Pooling
-    happens after the forward pass and training sees single windows, so the other pooling is the same
-    model answering otherwise (its temperature was fitted for the export's own pooling)."""
+    """{pooling: (test accuracy, macro-F1)} of a single-label windowed export's windows pooled each
+    way. Pooling happens after the forward pass and training sees single windows, so the other pooling
+    is the same model answering otherwise (with the temperature fitted for the export's own pooling,
+    which can move a max-pooled label between near-equal windows)."""
     from sklearn.metrics import f1_score
     flat, owners = predictor.window_ids(texts)
     probabilities = predictor.forward_sorted(flat)
@@ -85,7 +86,7 @@ def accuracy_by_pooling(predictor, texts, labels):
         pooled = windows.pool(probabilities, owners, len(texts), pooling)
         predicted = [predictor.labels[i] for i in pooled.argmax(axis=1)]
         scores[pooling] = (sum(p == t for p, t in zip(predicted, labels)) / float(len(labels)),
-                           f1_score(labels, predicted, average="macro"))
+                           f1_score(labels, predicted, labels=predictor.labels, average="macro", zero_division=0))
     return scores
 
 
@@ -167,7 +168,7 @@ def main(argv=None):
                 lines.append("| %s | %.2f%% | %.4f | %.1f | %.1f | %.2f | %.1f |" % (
                     truncate, 100 * metrics["accuracy"], metrics["macro_f1"], examples_per_s, documents_per_s,
                     per_document, test_speed(predictor, test_texts)))
-                if truncate == "windows":
+                if truncate == "windows" and not predictor.multi_label:  # its table is single-label
                     lines += other_poolings(predictor, test_texts, test_labels)
             finally:
                 predictor.close()

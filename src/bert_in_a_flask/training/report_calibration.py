@@ -1,5 +1,5 @@
 """The report's calibration section on the test split: ECE and NLL of the raw and the calibrated
-probabilities, the ECE a calibrated model would show from sampling alone, accuracy at the export's
+probabilities, the ECE a calibrated model would show by chance (beside the served ECE), accuracy at the export's
 confidence floor, the conformal sets' coverage and size at each stored level, and a reliability
 diagram (reliability_diagram.png)."""
 import numpy as np
@@ -33,19 +33,24 @@ def calibration_metrics(y_true, probabilities, record):
     }
 
 
+def by_chance(from_sampling):
+    return "a calibrated model's by chance: %.4f, 95 %% under %.4f" % (from_sampling["mean"], from_sampling["p95"])
+
+
 def describe(metrics):
     """One log line of the section."""
     if not metrics["calibrated"]:
-        return "uncalibrated (--calibrate none): ECE %.4f (from sampling alone: %.4f), NLL %.4f" % (
-            metrics["ece"], metrics["ece_from_sampling"], metrics["nll"])
+        return "uncalibrated (--calibrate none): ECE %.4f (%s), NLL %.4f" % (
+            metrics["ece"], by_chance(metrics["ece_from_sampling"]), metrics["nll"])
     sets = ", ".join("%s: %.1f%% (size %.2f)" % (level, 100 * s["coverage"], s["mean_set_size"])
                      for level, s in metrics["conformal_sets"].items())
     accuracy = metrics["accuracy_accepted"]
-    return ("calibration on the test split: T %.3f, ECE %.4f -> %.4f (from sampling alone: %.4f), NLL %.4f -> "
+    return ("calibration on the test split: T %.3f, ECE %.4f -> %.4f (%s), NLL %.4f -> "
             "%.4f; floor %.3f accepts %.1f%% at %s accuracy; conformal coverage %s" % (
-                metrics["temperature"], metrics["ece_before"], metrics["ece_after"], metrics["ece_from_sampling"],
-                metrics["nll_before"], metrics["nll_after"], metrics["min_confidence"],
-                100 * metrics["accepted_share"], "-" if accuracy is None else "%.2f%%" % (100 * accuracy), sets))
+                metrics["temperature"], metrics["ece_before"], metrics["ece_after"],
+                by_chance(metrics["ece_from_sampling"]), metrics["nll_before"], metrics["nll_after"],
+                metrics["min_confidence"], 100 * metrics["accepted_share"],
+                "-" if accuracy is None else "%.2f%%" % (100 * accuracy), sets))
 
 
 def plot_reliability(y_true, probabilities, record, path):
