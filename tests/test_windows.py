@@ -283,13 +283,14 @@ def test_make_long_texts_trains_all_three_into_the_recipes_file_by_default():
     assert parse_args(["--suffix", "seq256"]).suffix == "seq256"
 
 
-def test_a_variants_trainer_flags_come_after_the_makefiles_recipe():
+def test_a_variants_trainer_flags_replace_the_makefiles_recipe():
     from bert_in_a_flask.tools.bench_results import split_trainer_flags
     recipe = ["--max-seq-length", "128", "--num-train-epochs", "3"]
-    # make long_texts args="--suffix seq256 -- --max-seq-length 256" puts args before `-- recipe`
-    own, flags = split_trainer_flags(["--suffix", "seq256", "--", "--max-seq-length", "256", "--"] + recipe)
+    # make long_texts args="--suffix seq256 -- --max-seq-length 256 --skip-onnx" puts args before `-- recipe`
+    own, flags = split_trainer_flags(["--suffix", "seq256", "--", "--max-seq-length", "256", "--skip-onnx", "--"]
+                                     + recipe)
     assert own == ["--suffix", "seq256"]
-    assert flags == recipe + ["--max-seq-length", "256"]  # the last one wins in the trainer's parser
+    assert flags == ["--max-seq-length", "256", "--num-train-epochs", "3", "--skip-onnx"]
     assert split_trainer_flags(["--seed", "1", "--"] + recipe) == (["--seed", "1"], recipe)
     from bert_in_a_flask.training.cli import parse_args
     assert parse_args(flags).max_seq_length == 256

@@ -49,14 +49,33 @@ def publish(kind, header, lines, suffix=""):
 def split_trainer_flags(argv):
     """(a tool's own arguments, the trainer flags after `--`). The Makefile puts `args` before the
     recipe, so `make ood args="--seed 1 -- --num-train-epochs 3"` reaches here as
-    `own -- changes -- recipe`: the changes go after the recipe, where the trainer's parser lets them win."""
+    `own -- changes -- recipe`: a change replaces the recipe's value of the same flag, so the results
+    file names each flag once, with the value the run used."""
     if "--" not in argv:
         return argv, []
     own, rest = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     if "--" in rest:
         changes, recipe = rest[:rest.index("--")], rest[rest.index("--") + 1:]
-        rest = recipe + changes
+        rest = _override_flags(recipe, changes)
     return own, rest
+
+
+def _flag_groups(flags):
+    """["--a", "1", "--b", "--c", "x"] -> [["--a", "1"], ["--b"], ["--c", "x"]]."""
+    groups = []
+    for token in flags:
+        if token.startswith("--") or not groups:
+            groups.append([token])
+        else:
+            groups[-1].append(token)
+    return groups
+
+
+def _override_flags(recipe, changes):
+    changed = {group[0]: group for group in _flag_groups(changes)}
+    merged = [changed.pop(group[0], group) for group in _flag_groups(recipe)]
+    merged += [group for group in _flag_groups(changes) if group[0] in changed]
+    return [token for group in merged for token in group]
 
 
 def results_path(kind, tf_version, suffix=""):
