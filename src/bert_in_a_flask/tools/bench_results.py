@@ -72,9 +72,10 @@ def _flag_groups(flags):
 
 
 def _override_flags(recipe, changes):
-    changed = {group[0]: group for group in _flag_groups(changes)}
+    change_groups = _flag_groups(changes)
+    changed = {group[0]: group for group in change_groups}
     merged = [changed.pop(group[0], group) for group in _flag_groups(recipe)]
-    merged += [group for group in _flag_groups(changes) if group[0] in changed]
+    merged += [group for group in change_groups if group[0] in changed]
     return [token for group in merged for token in group]
 
 
