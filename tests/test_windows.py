@@ -77,6 +77,7 @@ def test_multi_label_pooling_averages_each_labels_logit_or_takes_its_max():
     (["--truncate", "windows", "--max-windows", "0"], "--max-windows"),
     (["--window-stride", "16"], "--window-stride applies to --truncate windows"),
     (["--truncate", "head+tail", "--max-windows", "4"], "--max-windows applies to --truncate windows"),
+    (["--window-loss", "text"], "--window-loss applies to --truncate windows"),
 ])
 def test_bad_window_flags_are_one_error_line_and_exit_2(capsys, flags, message):
     from bert_in_a_flask.training.cli import parse_args
@@ -131,6 +132,30 @@ def test_training_sees_every_window_and_the_export_records_the_windows(windowed_
         ("windows", 3, 4, "mean")
     assert config["calibration"]["method"] == "temperature"
     assert windowed_run["metrics"]["accuracy"] >= 0.8, windowed_run["metrics"]
+
+
+@pytest.mark.slow
+def test_training_on_whole_texts_learns_the_labels(tmp_path, tiny_bert_dir):
+    csv_path = write_csv(tmp_path / "tiny.csv", make_rows(450, seed=1))
+    args = [a for a in TRAIN_ARGS]
+    args[args.index("--max-seq-length") + 1] = "8"
+    out = tmp_path / "run"
+    result = run_cli("train.py", ["--data-file", csv_path, "--bert-dir", tiny_bert_dir, "--output-dir", str(out),
+                                  "--cache-dir", str(tmp_path / "cache"), "--window-loss", "text"]
+                     + args + WINDOW_ARGS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    from bert_in_a_flask.tools.long_texts import training_speed
+
+    assert "one record per text" in result.stderr
+    assert training_speed(result.stderr)[2] > 1  # the log names the windows: the bench's cost per text
+    with open(str(out / "report" / "metrics.json")) as handle:
+        metrics = json.load(handle)
+    assert metrics["accuracy"] >= 0.8, metrics
+    with open(str(out / "checkpoints" / "best_export.json")) as handle:
+        export_dir = json.load(handle)["export_dir"]
+    with open(os.path.join(export_dir, "assets.extra", "model_config.json")) as handle:
+        config = json.load(handle)
+    assert (config["truncate"], config["window_stride"], config["max_windows"]) == ("windows", 3, 4)
 
 
 @pytest.mark.slow
@@ -230,6 +255,34 @@ def test_the_graph_pools_as_the_predictor_does_saturated_windows_included(poolin
     np.testing.assert_allclose(got, windows.pool(p, owners, 3, pooling, multi_label), atol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_training_on_whole_texts_scores_the_answer_serving_pools(pooling, multi_label):
+    """--window-loss text: a batch of texts becomes the rows of their real windows, and the logits the
+    loss sees are those whose softmax (sigmoid) is the pooled answer the predictor serves."""
+    from bert_in_a_flask.shared.tf_compat import tf
+    from bert_in_a_flask.training.model import training_rows
+    from bert_in_a_flask.training.records import WINDOW_LENGTHS
+
+    ids = np.zeros([3, 3, 4], np.int32)  # texts with 2, 3 and 1 windows, padded to 3 windows of 4 pieces
+    lengths = np.array([[4, 2, 0], [4, 4, 3], [1, 0, 0]], np.int32)
+    for text, row in enumerate(lengths):
+        for window, n in enumerate(row):
+            ids[text, window, :n] = 10 * text + window + 1
+    logits = (np.random.RandomState(1).randn(6, 4) * 4).astype(np.float32)  # one row per real window
+    owners = np.array([0, 0, 1, 1, 1, 2])
+    with tf.Graph().as_default(), tf.Session() as session:
+        rows, window_pool = training_rows({"input_ids": tf.constant(ids), WINDOW_LENGTHS: tf.constant(lengths)},
+                                          pooling, multi_label)
+        pooled = window_pool(tf.constant(logits))
+        answer = tf.nn.sigmoid(pooled) if multi_label else tf.nn.softmax(pooled, axis=-1)
+        got_rows, got_answer = session.run([rows, answer])
+    assert got_rows["input_ids"][:, 0].tolist() == [1, 2, 11, 12, 13, 21]
+    assert got_rows["input_mask"].sum(axis=1).tolist() == [4, 2, 4, 4, 3, 1]
+    per_window = 1 / (1 + np.exp(-logits)) if multi_label else np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    np.testing.assert_allclose(got_answer, windows.pool(per_window, owners, 3, pooling, multi_label), atol=1e-5)
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--truncations", "tail"], "--truncations: choose from head,head+tail,windows"),
     (["--suffix", "Max Pooling"], "--suffix: lower-case letters"),
@@ -241,6 +294,19 @@ def test_make_long_texts_refuses_an_unknown_truncation_or_file_suffix(capsys, fl
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("whole_texts", [False, True])
+def test_make_long_texts_counts_windows_and_documents_per_second_either_way(whole_texts):
+    from bert_in_a_flask.tools.long_texts import training_speed
+
+    log = ("training 90 steps of 32 examples (20 labels, 9000 windows of 2000 texts%s) into x\n"
+           "step 10/90  10.0 examples/s  ETA 00:01:00\nstep 20/90  12.0 examples/s  ETA 00:00:50\n"
+           "step 30/90  14.0 examples/s  ETA 00:00:40\n" % (", whole texts a batch" if whole_texts else ""))
+    examples, documents, per_document = training_speed(log)
+    assert per_document == 4.5
+    # a progress line counts what a batch holds: windows, or with --window-loss text whole texts
+    assert (examples, documents) == ((54.0, 12.0) if whole_texts else (12.0, 12.0 / 4.5))
 
 
 def test_make_long_texts_compares_windows_with_what_it_trained():

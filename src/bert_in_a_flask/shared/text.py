@@ -10,6 +10,7 @@ TRUNCATIONS = ("head", "head+tail", "windows")
 # "windows": a long text becomes overlapping windows of max_seq_length pieces, `window_stride` pieces
 # apart, at most `max_windows` of them; the model's answers for them are pooled into one per text.
 WINDOW_POOLINGS = ("mean", "max")
+WINDOW_LOSSES = ("window", "text")  # --window-loss: per window, or on the text's pooled answer
 # "How to Fine-Tune BERT for Text Classification" (Sun et al. 2019) keeps 128 head and
 # 382 tail tokens of 510: the best of their truncation schemes on long documents.
 HEAD_SHARE_OF_HEAD_TAIL = 128.0 / 510.0

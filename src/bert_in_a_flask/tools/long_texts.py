@@ -33,7 +33,7 @@ from .bench_results import publish, split_trainer_flags
 from .ood import read_rows, train, write_rows
 
 THROUGHPUT = re.compile(r"step \d+/\d+\s+([0-9.]+) examples/s")
-WINDOWS = re.compile(r"(\d+) windows of (\d+) texts")
+WINDOWS = re.compile(r"(\d+) windows of (\d+) texts(, whole texts a batch)?")
 
 
 def long_text_split(work, per_group, seed):
@@ -62,6 +62,8 @@ def training_speed(log_text):
     examples_per_s = statistics.median(rates) if rates else float("nan")
     windows = WINDOWS.search(log_text)
     per_document = int(windows.group(1)) / float(windows.group(2)) if windows else 1.0
+    if windows and windows.group(3):  # --window-loss text: a progress line's examples are whole texts
+        return examples_per_s * per_document, examples_per_s, per_document
     return examples_per_s, examples_per_s / per_document, per_document  # windows per document
 
 

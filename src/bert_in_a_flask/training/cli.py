@@ -15,7 +15,7 @@ from ..shared.cli import ArgumentParser, at_least, fraction, non_negative_int, p
 from ..shared.calibration import CALIBRATIONS
 from ..shared.errors import UserError, run_cli
 from ..shared.export_contract import POOLINGS
-from ..shared.text import MIN_SEQ_LENGTH, TRUNCATIONS, WINDOW_POOLINGS, check_windows
+from ..shared.text import MIN_SEQ_LENGTH, TRUNCATIONS, WINDOW_LOSSES, WINDOW_POOLINGS, check_windows
 from .config import TrainingConfig
 
 DEVICE_NAME = re.compile(r"^/(device:)?(cpu|gpu|CPU|GPU):\d+$")
@@ -69,6 +69,10 @@ def parse_args(argv=None):
     model.add_argument("--window-pooling", choices=WINDOW_POOLINGS, default=None,
                        help="--truncate windows: a text's answer from its windows' by the mean (default) or the "
                             "max of each label's log-probability (multi-label: mean logit, or max probability)")
+    model.add_argument("--window-loss", choices=WINDOW_LOSSES, default=None,
+                       help="--truncate windows: window (default) trains on every window with its text's labels; "
+                            "text pools a text's windows as prediction does and trains on the pooled answer "
+                            "(--batch-size then counts texts)")
 
     train = parser.add_argument_group("training")
     train.add_argument("--batch-size", type=positive_int, default=32, help="examples per step (per device)")
@@ -126,7 +130,8 @@ def parse_args(argv=None):
     return TrainingConfig.from_args(args)
 
 
-WINDOW_DEFAULTS = {"window_stride": None, "max_windows": 8, "window_pooling": "mean"}  # stride: half a window
+WINDOW_DEFAULTS = {"window_stride": None, "max_windows": 8, "window_pooling": "mean",
+                   "window_loss": "window"}  # stride: half a window
 
 
 def resolve_window_flags(parser, args):
@@ -136,7 +141,7 @@ def resolve_window_flags(parser, args):
         if given:
             parser.error("--%s applies to --truncate windows (this run truncates %s)"
                          % (given[0].replace("_", "-"), args.truncate))
-        args.window_stride, args.max_windows, args.window_pooling = 0, 1, "mean"
+        args.window_stride, args.max_windows, args.window_pooling, args.window_loss = 0, 1, "mean", "window"
         return
     for name, default in WINDOW_DEFAULTS.items():
         if getattr(args, name) is None:

@@ -26,6 +26,7 @@ class TrainingConfig(object):
     window_stride: int  # --truncate windows (0 otherwise)
     max_windows: int
     window_pooling: str
+    window_loss: str  # window | text: what the training loss is on (--truncate windows)
     # training
     batch_size: int  # per device
     eval_batch_size: int

@@ -12,6 +12,7 @@ from ..shared.export_contract import (CALIBRATION_SCOPE, DEFAULT_THRESHOLD, LOGI
 from ..shared.tf_compat import tf
 from ..shared.windows import EPSILON as WINDOW_EPSILON
 from .optimization import create_train_op
+from .records import WINDOW_LENGTHS
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +45,20 @@ def bert_config_dict(config):
 
 
 def create_classifier(bert_config, is_training, features, labels, num_labels, pooling="cls", multi_label=False,
-                      positive_weights=None, label_priors=None):
+                      positive_weights=None, label_priors=None, window_pool=None):
     """(loss, per_example_loss, logits, probabilities).
 
     "cls" is run_classifier's `create_model` as it is (the [CLS] vector through bert's pooler).
     "mean" averages the last layer over the real tokens instead: sentence-transformers models
     such as all-MiniLM-L6-v2 were trained that way and their pooler never was. `multi_label`: the
     same head with sigmoid outputs and binary cross-entropy (sigmoid_head). With no labels (serving)
-    the loss gets zeros and is simply not used.
+    the loss gets zeros and is simply not used. `window_pool` (training_rows): the rows are windows,
+    and logits, probabilities and loss are their texts', pooled as serving pools them.
     """
     if labels is None:
         labels = (tf.zeros([tf.shape(features["input_ids"])[0], num_labels]) if multi_label
                   else tf.zeros_like(features["input_ids"][:, 0]))
-    if pooling == "cls" and not multi_label:
+    if pooling == "cls" and not multi_label and window_pool is None:
         return run_classifier.create_model(
             bert_config, is_training, features["input_ids"], features["input_mask"],
             features["segment_ids"], labels, num_labels, use_one_hot_embeddings=False)
@@ -70,8 +72,29 @@ def create_classifier(bert_config, is_training, features, labels, num_labels, po
             tf.reduce_sum(mask, axis=1), 1.0)
     pooled = tf.identity(pooled, name=POOLED_TENSOR.split(":")[0])  # named for tools/ood.py's centroid score
     if multi_label:
-        return sigmoid_head(pooled, labels, num_labels, is_training, positive_weights, label_priors)
-    return softmax_head(pooled, labels, num_labels, is_training)
+        return sigmoid_head(pooled, labels, num_labels, is_training, positive_weights, label_priors, window_pool)
+    return softmax_head(pooled, labels, num_labels, is_training, window_pool)
+
+
+def training_rows(features, pooling, multi_label=False):
+    """(features, window_pool): a batch of whole texts (--window-loss text) as rows of their windows, and
+    the function that pools the rows' logits into their texts'; other batches as they are, and None."""
+    if WINDOW_LENGTHS not in features:
+        return features, None
+    lengths = features[WINDOW_LENGTHS]  # [texts, windows]; 0 where a text has fewer windows
+    real = lengths > 0
+    ids = tf.boolean_mask(features["input_ids"], real)
+    rows = {"input_ids": ids, "segment_ids": tf.zeros_like(ids),
+            "input_mask": tf.sequence_mask(tf.boolean_mask(lengths, real), tf.shape(ids)[1], dtype=tf.int32)}
+    window_text, n_texts = tf.cast(tf.where(real)[:, 0], tf.int32), tf.shape(lengths)[0]
+
+    def window_pool(logits):
+        """A text's logits from its windows' by pooled_in_graph's rule: the mean (max) of the
+        log-probabilities, whose softmax is the text's answer; multi-label: of the logits."""
+        segment = tf.math.unsorted_segment_max if pooling == "max" else tf.math.unsorted_segment_mean
+        return segment(logits if multi_label else tf.nn.log_softmax(logits, axis=-1), window_text, n_texts)
+
+    return rows, window_pool
 
 
 def output_layer(pooled, num_labels, initial_bias=None):
@@ -84,18 +107,19 @@ def output_layer(pooled, num_labels, initial_bias=None):
     return output_weights, output_bias
 
 
-def head_logits(pooled, weights, bias, is_training):
+def head_logits(pooled, weights, bias, is_training, window_pool=None):
     if is_training:
         pooled = tf.nn.dropout(pooled, rate=0.1)
-    return tf.nn.bias_add(tf.matmul(pooled, weights, transpose_b=True), bias)
+    logits = tf.nn.bias_add(tf.matmul(pooled, weights, transpose_b=True), bias)
+    return logits if window_pool is None else window_pool(logits)
 
 
-def softmax_head(pooled, labels, num_labels, is_training):
+def softmax_head(pooled, labels, num_labels, is_training, window_pool=None):
     """run_classifier's head on a pooled vector of our choosing: softmax over the labels,
     cross-entropy against the label index."""
     weights, bias = output_layer(pooled, num_labels)
     with tf.variable_scope("loss"):
-        logits = head_logits(pooled, weights, bias, is_training)
+        logits = head_logits(pooled, weights, bias, is_training, window_pool)
         probabilities = tf.nn.softmax(logits, axis=-1)
         per_example_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
         return tf.reduce_mean(per_example_loss), per_example_loss, logits, probabilities
@@ -109,14 +133,15 @@ def prior_logits(label_priors):
     return [math.log(p / (1 - p)) for p in clipped]
 
 
-def sigmoid_head(pooled, labels, num_labels, is_training, positive_weights=None, label_priors=None):
+def sigmoid_head(pooled, labels, num_labels, is_training, positive_weights=None, label_priors=None,
+                 window_pool=None):
     """Several labels per text: an independent sigmoid per label; a text's loss is the binary
     cross-entropy summed over the labels (the negative log-likelihood of its label vector). With
     `positive_weights` (one per label) a label's positives weigh that much more in training; with
     `label_priors` (each label's share of the training texts) the bias starts at their logits."""
     weights, bias = output_layer(pooled, num_labels, prior_logits(label_priors) if label_priors else None)
     with tf.variable_scope("loss"):
-        logits = head_logits(pooled, weights, bias, is_training)
+        logits = head_logits(pooled, weights, bias, is_training, window_pool)
         probabilities = tf.nn.sigmoid(logits)
         if positive_weights is None:
             per_label = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
@@ -227,7 +252,8 @@ def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_
     `class_weights` (one per label), training minimises the weighted cross-entropy; evaluation's
     loss, which picks the best export, stays the plain one. With `label_separator`, a text has any
     number of labels (multi-hot labels, sigmoid outputs; class_weights weigh each label's positives).
-    `window_pooling`: how serve_text pools the windows of a text (--truncate windows)."""
+    `window_pooling`: how serve_text pools the windows of a text (--truncate windows), and how training
+    pools them when its batches are whole texts (--window-loss text)."""
     if label_separator is not None:
         return multi_label_model_fn_builder(
             bert_config=bert_config, num_labels=num_labels, init_checkpoint=init_checkpoint,
@@ -237,8 +263,9 @@ def model_fn_builder(*, bert_config, num_labels, init_checkpoint=None, learning_
 
     def model_fn(features, labels, mode, params=None):
         is_training = mode == tf.estimator.ModeKeys.TRAIN
+        features, window_pool = training_rows(features, window_pooling)
         loss, per_example_loss, logits, probabilities = create_classifier(
-            bert_config, is_training, features, labels, num_labels, pooling)
+            bert_config, is_training, features, labels, num_labels, pooling, window_pool=window_pool)
         if is_training:
             log.info("warm start: %d variables from %s", warm_start_from(init_checkpoint), init_checkpoint)
         class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
@@ -291,10 +318,12 @@ def multi_label_model_fn_builder(*, bert_config, num_labels, init_checkpoint, le
 
     def model_fn(features, labels, mode, params=None):
         is_training = mode == tf.estimator.ModeKeys.TRAIN
+        features, window_pool = training_rows(features, window_pooling, multi_label=True)
         # training alone weighs positives: evaluation's loss, which picks the export, stays the plain one
         loss, per_example_loss, logits, probabilities = create_classifier(
             bert_config, is_training, features, labels, num_labels, pooling, multi_label=True,
-            positive_weights=positive_weights if is_training else None, label_priors=label_priors)
+            positive_weights=positive_weights if is_training else None, label_priors=label_priors,
+            window_pool=window_pool)
         if is_training:
             log.info("warm start: %d variables from %s", warm_start_from(init_checkpoint), init_checkpoint)
         thresholds = threshold_variable(num_labels)  # in every graph, so checkpoints hold it too

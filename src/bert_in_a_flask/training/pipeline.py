@@ -44,7 +44,8 @@ def train(config):
     train_and_evaluate(estimator=estimator, train_input_fn=train_input_fn(config, inputs, record_files["train"]),
                        eval_input_fn=records.input_fn_builder(record_files["val"], batch_size=config.eval_batch_size,
                                                               is_training=False, max_seq_length=config.max_seq_length,
-                                                              multi_label_count=multi_label_count(inputs)),
+                                                              multi_label_count=multi_label_count(inputs),
+                                                              per_text=per_text_records(config)),
                        exporter=exporter, max_steps=max_steps, examples_per_step=examples_per_step, config=config)
     if inputs.cluster is not None and not inputs.cluster.writes_outputs:
         logging.info("%s: training done; the evaluator exports the best model and writes the report", inputs.cluster)
@@ -87,23 +88,33 @@ def write_records(config, inputs):
     return {name: records.cached_records(frame, labels=inputs.splits.labels, encoder=inputs.encoder,
                                          vocab_file=inputs.base.vocab_file, do_lower_case=inputs.do_lower_case,
                                          cache_dir=config.cache_dir, split_name=name,
-                                         label_separator=config.label_separator)
+                                         label_separator=config.label_separator, per_text=per_text_records(config))
             for name, frame in (("train", inputs.splits.train), ("val", inputs.splits.val))}
+
+
+def per_text_records(config):
+    """--window-loss text trains and evaluates on whole texts: one record holds a text's windows."""
+    return config.truncate == "windows" and config.window_loss == "text"
 
 
 def training_steps(config, inputs, train_records):
     """(examples per step, steps). --batch-size is per replica: one per device, and per training task
     of a synchronous cluster (with parameter servers each task's batch is a step of its own). An epoch
-    is a pass over the training records: with windows, every window of every text."""
+    is a pass over the training records: with windows, every window of every text (--window-loss text:
+    every text, a batch being --batch-size texts)."""
     cluster = inputs.cluster
     examples_per_step = config.batch_size * max(1, len(inputs.devices)) * (
         cluster.training_tasks if cluster is not None and cluster.synchronous else 1)
-    n_examples = (records.count_records(train_records) if config.truncate == "windows"
-                  else len(inputs.splits.train))
+    n_texts, windows = len(inputs.splits.train), ""
+    n_examples = n_texts
+    if per_text_records(config):
+        windows = ", %d windows of %d texts, whole texts a batch" % (records.count_windows(train_records), n_texts)
+    elif config.truncate == "windows":
+        n_examples = records.count_records(train_records)
+        windows = ", %d windows of %d texts" % (n_examples, n_texts)
     max_steps = config.max_steps or int(math.ceil(config.num_train_epochs * n_examples / examples_per_step))
     logging.info("training %d steps of %d examples (%d labels%s) into %s", max_steps, examples_per_step,
-                 len(inputs.splits.labels), ", %d windows of %d texts" % (n_examples, len(inputs.splits.train))
-                 if config.truncate == "windows" else "", inputs.paths["checkpoints"])
+                 len(inputs.splits.labels), windows, inputs.paths["checkpoints"])
     return examples_per_step, max_steps
 
 
@@ -149,7 +160,7 @@ def train_input_fn(config, inputs, record_file):
         record_file, batch_size=config.batch_size, is_training=True, max_seq_length=config.max_seq_length,
         length_bucketing=config.length_bucketing, pad_to_max=config.pad_to_max_seq_length, seed=config.seed,
         shard=cluster.shard if cluster is not None and not cluster.synchronous else None,
-        multi_label_count=multi_label_count(inputs))
+        multi_label_count=multi_label_count(inputs), per_text=per_text_records(config))
 
 
 def best_export(exporter):
