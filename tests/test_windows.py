@@ -78,6 +78,7 @@ def test_multi_label_pooling_averages_each_labels_logit_or_takes_its_max():
     (["--window-stride", "16"], "--window-stride applies to --truncate windows"),
     (["--truncate", "head+tail", "--max-windows", "4"], "--max-windows applies to --truncate windows"),
     (["--window-loss", "text"], "--window-loss applies to --truncate windows"),
+    (["--truncate", "windows", "--window-loss", "text", "--pad-to-max-seq-length"], "--pad-to-max-seq-length pads"),
 ])
 def test_bad_window_flags_are_one_error_line_and_exit_2(capsys, flags, message):
     from bert_in_a_flask.training.cli import parse_args

@@ -72,7 +72,8 @@ def parse_args(argv=None):
     model.add_argument("--window-loss", choices=WINDOW_LOSSES, default=None,
                        help="--truncate windows: window (default) trains on every window with its text's labels; "
                             "text pools a text's windows as prediction does and trains on the pooled answer "
-                            "(--batch-size then counts texts)")
+                            "(--batch-size and --eval-batch-size then count texts, so a batch holds up to "
+                            "--max-windows times as many windows; no length buckets)")
 
     train = parser.add_argument_group("training")
     train.add_argument("--batch-size", type=positive_int, default=32, help="examples per step (per device)")
@@ -125,6 +126,8 @@ def parse_args(argv=None):
     resolve_window_flags(parser, args)
     if args.label_separator == "":
         parser.error("--label-separator must not be empty")
+    if args.window_loss == "text" and args.pad_to_max_seq_length:
+        parser.error("--pad-to-max-seq-length pads windows one by one, which --window-loss text batches as texts")
     if args.quantize != "none" and args.skip_onnx:
         parser.error("--quantize %s quantizes the ONNX copy, which --skip-onnx turns off" % args.quantize)
     return TrainingConfig.from_args(args)

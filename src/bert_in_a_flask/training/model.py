@@ -90,7 +90,8 @@ def training_rows(features, pooling, multi_label=False):
 
     def window_pool(logits):
         """A text's logits from its windows' by pooled_in_graph's rule: the mean (max) of the
-        log-probabilities, whose softmax is the text's answer; multi-label: of the logits."""
+        log-probabilities, whose softmax is the text's answer; multi-label: of the logits. Unclipped
+        (serving clips at shared/windows.EPSILON): a clip would stop the gradient of a saturated window."""
         segment = tf.math.unsorted_segment_max if pooling == "max" else tf.math.unsorted_segment_mean
         return segment(logits if multi_label else tf.nn.log_softmax(logits, axis=-1), window_text, n_texts)
 

@@ -118,9 +118,9 @@ def cached_records(frame, *, labels, encoder, vocab_file, do_lower_case, cache_d
         log.info("reusing %s", path)
     else:
         lengths = write_records(frame, labels, encoder, path, label_separator, per_text)
-        log.info("wrote %d %s windows to %s%s (mean %.1f word pieces, %d at the full --max-seq-length)",
-                 len(lengths), split_name, path, ", one record per text" if per_text else "",
-                 sum(lengths) / max(1, len(lengths)),
+        log.info("wrote %d %s %s to %s%s (mean %.1f word pieces, %d at the full --max-seq-length)",
+                 len(lengths), split_name, "windows" if encoder.truncate == "windows" else "records", path,
+                 ", one record per text" if per_text else "", sum(lengths) / max(1, len(lengths)),
                  sum(1 for n in lengths if n >= encoder.max_seq_length))
     return path
 
