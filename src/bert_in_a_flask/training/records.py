@@ -138,23 +138,32 @@ def count_windows(path):
 
 # --- input_fn ---------------------------------------------------------------------------
 
+def label_spec(num_labels=None):
+    """A record's `label_ids`: an int64 index, or with `num_labels` (multi-label) the multi-hot floats."""
+    return (tf.FixedLenFeature([], tf.int64) if num_labels is None
+            else tf.FixedLenFeature([num_labels], tf.float32))
+
+
+def parsed_label(parsed, num_labels=None):
+    """The label as the model_fn takes it: an int32 index, or the float32 multi-hot vector."""
+    label = parsed["label_ids"]
+    return tf.cast(label, tf.int32) if num_labels is None else label
+
+
 def record_parser(num_labels=None):
     """Parses one record into (features, label): an int32 index, or with `num_labels` (multi-label)
     the float32 multi-hot vector."""
-    label_spec = (tf.FixedLenFeature([], tf.int64) if num_labels is None
-                  else tf.FixedLenFeature([num_labels], tf.float32))
 
     def parse(serialized):
         parsed = tf.parse_single_example(serialized, {"input_ids": tf.VarLenFeature(tf.int64),
-                                                      "label_ids": label_spec})
+                                                      "label_ids": label_spec(num_labels)})
         input_ids = tf.cast(tf.sparse.to_dense(parsed["input_ids"]), tf.int32)
         features = {
             "input_ids": input_ids,
             "input_mask": tf.ones_like(input_ids),
             "segment_ids": tf.zeros_like(input_ids),
         }
-        label = parsed["label_ids"]
-        return features, tf.cast(label, tf.int32) if num_labels is None else label
+        return features, parsed_label(parsed, num_labels)
 
     return parse
 
@@ -162,19 +171,15 @@ def record_parser(num_labels=None):
 def text_record_parser(num_labels=None):
     """Parses one per-text record (--window-loss text) into ({"input_ids": [windows, longest window],
     "window_lengths": [windows]}, label); the model_fn turns a batch of them into rows of windows."""
-    label_spec = (tf.FixedLenFeature([], tf.int64) if num_labels is None
-                  else tf.FixedLenFeature([num_labels], tf.float32))
 
     def parse(serialized):
         parsed = tf.parse_single_example(serialized, {"input_ids": tf.VarLenFeature(tf.int64),
                                                       WINDOW_LENGTHS: tf.VarLenFeature(tf.int64),
-                                                      "label_ids": label_spec})
+                                                      "label_ids": label_spec(num_labels)})
         flat = tf.cast(tf.sparse.to_dense(parsed["input_ids"]), tf.int32)
         lengths = tf.cast(tf.sparse.to_dense(parsed[WINDOW_LENGTHS]), tf.int32)
         windows = tf.RaggedTensor.from_row_lengths(flat, lengths).to_tensor()
-        label = parsed["label_ids"]
-        return ({"input_ids": windows, WINDOW_LENGTHS: lengths},
-                tf.cast(label, tf.int32) if num_labels is None else label)
+        return {"input_ids": windows, WINDOW_LENGTHS: lengths}, parsed_label(parsed, num_labels)
 
     return parse
 
