@@ -183,11 +183,14 @@ def test_an_export_written_before_format_version_still_loads(tmp_path):
     ("format_version", SINGLE_LABEL_FORMAT_VERSION, "field 'format_version' must be %d for a multi_label export"
      % FORMAT_VERSION),
     ("calibration", {"method": "thresholds", "thresholds": [0.5]}, "thresholds are a list of one per label"),
+    ("window_loss", "document", "field 'window_loss' must be one of window, text"),
 ])
 def test_a_bad_export_config_names_the_file_and_the_field(tmp_path, field, value, message):
     config = dict(max_seq_length=32, do_lower_case=True, format_version=FORMAT_VERSION)
     if field in ("label_separator", "calibration") or (field == "format_version" and value < FORMAT_VERSION):
         config.update(multi_label=True, label_separator="|", num_labels=3)
+    if field.startswith("window"):
+        config.update(truncate="windows", window_stride=8)
     config[field] = value
     folder = write_export(str(tmp_path / "1700000000"), config)
     with pytest.raises(UserError) as error:

@@ -129,8 +129,8 @@ def test_training_sees_every_window_and_the_export_records_the_windows(windowed_
     assert "windows of 364 texts" in windowed_run["log"]
     with open(os.path.join(windowed_run["export_dir"], "assets.extra", "model_config.json")) as handle:
         config = json.load(handle)
-    assert (config["truncate"], config["window_stride"], config["max_windows"], config["window_pooling"]) == \
-        ("windows", 3, 4, "mean")
+    assert (config["truncate"], config["window_stride"], config["max_windows"], config["window_pooling"],
+            config["window_loss"]) == ("windows", 3, 4, "mean", "window")
     assert config["calibration"]["method"] == "temperature"
     assert windowed_run["metrics"]["accuracy"] >= 0.8, windowed_run["metrics"]
 
@@ -156,7 +156,8 @@ def test_training_on_whole_texts_learns_the_labels(tmp_path, tiny_bert_dir):
         export_dir = json.load(handle)["export_dir"]
     with open(os.path.join(export_dir, "assets.extra", "model_config.json")) as handle:
         config = json.load(handle)
-    assert (config["truncate"], config["window_stride"], config["max_windows"]) == ("windows", 3, 4)
+    assert (config["truncate"], config["window_stride"], config["max_windows"], config["window_loss"]) == \
+        ("windows", 3, 4, "text")
 
 
 @pytest.mark.slow
@@ -205,7 +206,8 @@ def test_max_texts_counts_windows(windowed_run, tmp_path):
         routed = client.post("/v1/models/bert:predict", json={"instances": LONG_TEXTS[:1]})
         assert routed.status_code == 413
         metadata = client.get("/metadata").get_json()
-        assert (metadata["truncate"], metadata["window_stride"], metadata["max_windows"]) == ("windows", 3, 4)
+        assert (metadata["truncate"], metadata["window_stride"], metadata["max_windows"], metadata["window_loss"]) \
+            == ("windows", 3, 4, "window")
     finally:
         predictor.close()
 
@@ -346,8 +348,36 @@ def test_make_long_texts_scores_each_pooling_and_adds_the_one_the_export_does_no
 def test_make_long_texts_trains_all_three_into_the_recipes_file_by_default():
     from bert_in_a_flask.tools.long_texts import parse_args
     args = parse_args([])
-    assert (list(args.truncations), args.suffix, args.max_windows) == (["head", "head+tail", "windows"], "", 8)
+    assert (list(args.truncations), args.suffix) == (["head", "head+tail", "windows"], "")
     assert parse_args(["--suffix", "seq256"]).suffix == "seq256"
+
+
+def test_make_long_texts_gives_the_window_flags_to_the_windows_run_only():
+    from bert_in_a_flask.tools.long_texts import flags_for
+    from bert_in_a_flask.training.cli import parse_args
+    flags = ["--max-seq-length", "128", "--max-windows", "4", "--window-loss", "text", "--batch-size", "8"]
+    windows = parse_args(flags_for("windows", flags))
+    assert (windows.truncate, windows.max_windows, windows.window_loss, windows.batch_size) == ("windows", 4, "text", 8)
+    head = parse_args(flags_for("head+tail", flags))  # the trainer refuses window flags elsewhere
+    assert (head.truncate, head.max_seq_length, head.batch_size) == ("head+tail", 128, 8)
+
+
+@pytest.mark.parametrize("tool,flags,message", [
+    ("long_texts", ["--truncate", "head"], "--truncate is set by make long_texts: choose the runs with its"),
+    ("imbalance", ["--class-weights", "balanced"], "--class-weights is set by make imbalance"),
+    ("multilabel", ["--label-separator", ","], "--label-separator is set by make multilabel"),
+    ("ood", ["--confidence-keeps", "0.8"], "--confidence-keeps is set by make ood: give its --keep"),
+    ("ood", ["--output-dir", "/tmp/elsewhere"], "--output-dir is set by make ood"),
+])
+def test_a_tool_refuses_a_trainer_flag_it_sets_itself(capsys, tmp_path, tool, flags, message):
+    """The tool would override the flag without a word, or lose its run: one error line, nothing written."""
+    import importlib
+    module = importlib.import_module("bert_in_a_flask.tools." + tool)
+    work = tmp_path / "work"
+    assert module.main(["--work-dir", str(work), "--"] + flags + ["--", "--num-train-epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not work.exists()
 
 
 def test_a_variants_trainer_flags_replace_the_makefiles_recipe():

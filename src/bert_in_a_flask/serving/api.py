@@ -110,7 +110,7 @@ def metadata():
     }
     if config.truncate == "windows":  # as multi_label: absent for the exports that existed before
         answer.update(window_stride=config.window_stride, max_windows=config.max_windows,
-                      window_pooling=config.window_pooling)
+                      window_pooling=config.window_pooling, window_loss=config.window_loss)
     if config.multi_label:  # a single-label export's metadata stays as it was
         answer.update(multi_label=True, label_separator=config.label_separator,
                       thresholds=dict(zip(predictor.labels, predictor.thresholds())))

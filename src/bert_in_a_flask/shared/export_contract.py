@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 
 from .errors import UserError
 from .files import load_json, save_json
-from .text import MIN_SEQ_LENGTH, TRUNCATIONS, WINDOW_POOLINGS
+from .text import MIN_SEQ_LENGTH, TRUNCATIONS, WINDOW_LOSSES, WINDOW_POOLINGS
 
 ASSETS_EXTRA = "assets.extra"
 LABELS_FILE, VOCAB_FILE, MODEL_CONFIG_FILE = "labels.json", "vocab.txt", "model_config.json"
@@ -78,6 +78,9 @@ class ExportConfig(object):
     window_stride: int = 0
     max_windows: int = 1
     window_pooling: str = "mean"
+    # Provenance only (serving pools the same either way): what training's loss was on, each window
+    # with its text's label or the text's pooled answer (--window-loss).
+    window_loss: str = "window"
     format_version: int = SINGLE_LABEL_FORMAT_VERSION
 
     def __post_init__(self):
@@ -98,6 +101,8 @@ class ExportConfig(object):
                 bad("max_windows", "an integer >= 1")
             if self.window_pooling not in WINDOW_POOLINGS:
                 bad("window_pooling", "one of %s" % ", ".join(WINDOW_POOLINGS))
+            if self.window_loss not in WINDOW_LOSSES:
+                bad("window_loss", "one of %s" % ", ".join(WINDOW_LOSSES))
         if self.pooling not in POOLINGS:
             bad("pooling", "one of %s" % ", ".join(POOLINGS))
         if self.num_labels is not None and (not _is_int(self.num_labels) or self.num_labels < 2):

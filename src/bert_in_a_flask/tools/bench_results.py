@@ -5,7 +5,11 @@ import sys
 import time
 
 from . import REPO_ROOT as ROOT
+from ..shared.errors import UserError
 from ..shared.tf_compat import TF_VERSION
+
+# The trainer flags every tool sets itself (ood.train): its own split, model copy and run folder.
+TOOL_PATH_FLAGS = ("--data-file", "--val-file", "--test-file", "--bert-dir", "--output-dir", "--cache-dir")
 
 
 def print_table(rows, only="all"):
@@ -60,7 +64,18 @@ def split_trainer_flags(argv):
     return own, rest
 
 
-def _flag_groups(flags):
+def refuse_tool_flags(trainer_flags, tool, owned):
+    """A UserError for a trainer flag that `make <tool>` sets itself, which would either be overridden
+    without a word or take the run away from the tool's own files. `owned`: {flag: what to do instead}."""
+    for group in flag_groups(trainer_flags):
+        flag = group[0]
+        if flag in TOOL_PATH_FLAGS:
+            raise UserError("%s is set by make %s: it trains on its own split in its work folder" % (flag, tool))
+        if flag in owned:
+            raise UserError("%s is set by make %s: %s" % (flag, tool, owned[flag]))
+
+
+def flag_groups(flags):
     """["--a", "1", "--b", "--c", "x"] -> [["--a", "1"], ["--b"], ["--c", "x"]]."""
     groups = []
     for token in flags:
@@ -72,9 +87,9 @@ def _flag_groups(flags):
 
 
 def _override_flags(recipe, changes):
-    change_groups = _flag_groups(changes)
+    change_groups = flag_groups(changes)
     changed = {group[0]: group for group in change_groups}
-    merged = [changed.pop(group[0], group) for group in _flag_groups(recipe)]
+    merged = [changed.pop(group[0], group) for group in flag_groups(recipe)]
     merged += [group for group in change_groups if group[0] in changed]
     return [token for group in merged for token in group]
 

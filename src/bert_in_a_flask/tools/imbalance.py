@@ -14,7 +14,7 @@ import tempfile
 from . import download_data
 from ..shared.cli import ArgumentParser, positive_int, share
 from ..shared.errors import UserError, run_cli
-from .bench_results import publish, split_trainer_flags
+from .bench_results import publish, refuse_tool_flags, split_trainer_flags
 from .ood import read_rows, train, write_rows
 
 MODES = ("none", "balanced")
@@ -56,6 +56,7 @@ def main(argv=None):
     args = parser.parse_args(own)
 
     def run():
+        refuse_tool_flags(trainer_flags, "imbalance", {"--class-weights": "it trains with none and with balanced"})
         work = args.work_dir or tempfile.mkdtemp(prefix="imbalance-")
         data, rare = imbalanced_split(work, args.rare, args.share, args.seed)
         metrics = {}

@@ -11,7 +11,8 @@ pooled the other way (max beside the default mean).
 
 A variant of the recipe is the recipe plus its changes, which win (`make long_texts
 args="--truncations windows --suffix seq256 -- --max-seq-length 256"`); `--suffix` keeps its
-results beside the recipe's.
+results beside the recipe's. The trainer's window flags (--window-stride, --max-windows,
+--window-pooling, --window-loss) go to the windows run only.
 """
 import json
 import os
@@ -29,8 +30,11 @@ from ..shared.cli import ArgumentParser, positive_int
 from ..shared.errors import run_cli
 from ..shared import windows
 from ..shared.text import TRUNCATIONS, WINDOW_POOLINGS  # the trainer's choices
-from .bench_results import publish, split_trainer_flags
+from .bench_results import flag_groups, publish, refuse_tool_flags, split_trainer_flags
 from .ood import read_rows, train, write_rows
+from ..training.cli import WINDOW_DEFAULTS
+
+WINDOW_FLAGS = tuple("--" + name.replace("_", "-") for name in WINDOW_DEFAULTS)  # the trainer refuses them elsewhere
 
 THROUGHPUT = re.compile(r"step \d+/\d+\s+([0-9.]+) examples/s")
 WINDOWS = re.compile(r"(\d+) windows of (\d+) texts(, whole texts a batch)?")
@@ -133,7 +137,6 @@ def parse_args(own):
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--train-per-group", type=positive_int, default=100, help="training posts per group")
     parser.add_argument("--seed", type=int, default=0, help="which training posts")
-    parser.add_argument("--max-windows", type=positive_int, default=8, help="--truncate windows' cap")
     parser.add_argument("--work-dir", default=None, help="keep the files here (default: a temp folder)")
     parser.add_argument("--python", default=sys.executable, help="the trainer's Python")
     parser.add_argument("--truncations", type=truncations, default=TRUNCATIONS,
@@ -143,12 +146,21 @@ def parse_args(own):
     return parser.parse_args(own)
 
 
+def flags_for(truncate, trainer_flags):
+    """The trainer flags of one run: the window flags only where it cuts windows."""
+    if truncate == "windows":
+        return trainer_flags + ["--truncate", truncate]
+    kept = [group for group in flag_groups(trainer_flags) if group[0] not in WINDOW_FLAGS]
+    return [token for group in kept for token in group] + ["--truncate", truncate]
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     own, trainer_flags = split_trainer_flags(argv)
     args = parse_args(own)
 
     def run():
+        refuse_tool_flags(trainer_flags, "long_texts", {"--truncate": "choose the runs with its --truncations"})
         work = args.work_dir or tempfile.mkdtemp(prefix="long-texts-")
         data = long_text_split(work, args.train_per_group, args.seed)
         n_train = len(read_rows(os.path.join(data, "train.csv")))
@@ -158,9 +170,8 @@ def main(argv=None):
                  "document | test documents/s |", "|---|---|---|---|---|---|---|"]
         accuracy, baseline = {}, None
         for truncate in args.truncations:
-            extra = ["--max-windows", str(args.max_windows)] if truncate == "windows" else []
             run_dir = os.path.join(work, truncate.replace("+", "-"))
-            export_dir = train(run_dir, data, trainer_flags + ["--truncate", truncate] + extra, args.python)
+            export_dir = train(run_dir, data, flags_for(truncate, trainer_flags), args.python)
             metrics = report_of(export_dir)
             with open(os.path.join(run_dir, "train.log"), encoding="utf-8") as handle:
                 examples_per_s, documents_per_s, per_document = training_speed(handle.read())
@@ -176,9 +187,10 @@ def main(argv=None):
                 predictor.close()
         lines.append("| TF-IDF + linear SVM | %.2f%% | | | | | |" % (100 * baseline))
         lines += [""] + comparisons(accuracy, baseline)
+        n_val = len(read_rows(os.path.join(data, "val.csv")))
         header = ("20 Newsgroups without its group names: %d training posts (%d a group), %d validation, %d test;"
-                  " trainer flags: %s" % (n_train, args.train_per_group, len(read_rows(os.path.join(data, "val.csv"))),
-                                          len(test_texts), " ".join(trainer_flags)))
+                  " trainer flags: %s (window flags: the windows run only)"
+                  % (n_train, args.train_per_group, n_val, len(test_texts), " ".join(trainer_flags)))
         publish("long_texts", header, lines, args.suffix)
     return run_cli(run)
 

@@ -19,7 +19,7 @@ import tempfile
 from . import download_data
 from ..shared.cli import ArgumentParser, share
 from ..shared.errors import run_cli
-from .bench_results import publish, split_trainer_flags
+from .bench_results import publish, refuse_tool_flags, split_trainer_flags
 from .ood import read_rows, train, write_rows
 
 SEPARATOR = "|"
@@ -87,6 +87,7 @@ def main(argv=None):
     args = parser.parse_args(own)
 
     def run():
+        refuse_tool_flags(trainer_flags, "multilabel", {"--label-separator": "it joins the labels of its texts"})
         work = args.work_dir or tempfile.mkdtemp(prefix="multilabel-")
         data = multi_label_split(work, args.pair_share, args.seed)
         export_dir = train(os.path.join(work, "train"), data, trainer_flags + ["--label-separator", SEPARATOR],

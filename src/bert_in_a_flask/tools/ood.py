@@ -30,7 +30,7 @@ from ..shared import calibration
 from ..shared.cli import ArgumentParser, positive_int, share
 from ..shared.errors import UserError, run_cli
 from ..shared.export_contract import LOGITS_TENSOR, POOLED_TENSOR, SIGNATURE_INPUTS, SIGNATURE_OUTPUT, latest_export
-from .bench_results import publish, split_trainer_flags
+from .bench_results import publish, refuse_tool_flags, split_trainer_flags
 
 SCORES = ("max_prob", "energy", "mahalanobis")
 POOLER_TENSOR = "bert/pooler/dense/Tanh:0"  # --pooling cls: bert's pooled [CLS] vector
@@ -224,6 +224,7 @@ def main(argv=None):
     args = parser.parse_args(own)
 
     def run():
+        refuse_tool_flags(trainer_flags, "ood", {"--confidence-keeps": "give its --keep before the inner --"})
         work = args.work_dir or tempfile.mkdtemp(prefix="ood-")
         data, left_out, test_rows = left_out_split(work, args.left_out, args.seed)
         export_dir = train(work, data, trainer_flags + ["--confidence-keeps", str(args.keep)], args.python)

@@ -84,7 +84,8 @@ def export_config_for(config, *, bert_config, do_lower_case, num_labels, tf_vers
         multi_label=config.label_separator is not None, label_separator=config.label_separator or "",
         format_version=FORMAT_VERSION if config.label_separator is not None else SINGLE_LABEL_FORMAT_VERSION,
         **(dict(window_stride=config.window_stride, max_windows=config.max_windows,
-                window_pooling=config.window_pooling) if config.truncate == "windows" else {}))
+                window_pooling=config.window_pooling, window_loss=config.window_loss)
+           if config.truncate == "windows" else {}))
 
 
 class AssetsWriter(object):
