@@ -368,6 +368,12 @@ def test_make_long_texts_gives_the_window_flags_to_the_windows_run_only():
     ("multilabel", ["--label-separator", ","], "--label-separator is set by make multilabel"),
     ("ood", ["--confidence-keeps", "0.8"], "--confidence-keeps is set by make ood: give its --keep"),
     ("ood", ["--output-dir", "/tmp/elsewhere"], "--output-dir is set by make ood"),
+    ("ood", ["--output-dir=models"], "--output-dir is set by make ood"),  # its --overwrite would clear models/
+    ("long_texts", ["--truncate=head"], "--truncate is set by make long_texts"),
+    # the trainer's refusals, found before the first run and not after it: a shortened flag, a bad pair
+    ("imbalance", ["--class-w", "balanced"], "trainer flags: unrecognized arguments: --class-w"),
+    ("long_texts", ["--window-loss", "text", "--pad-to-max-seq-length"], "trainer flags: --pad-to-max-seq-length"),
+    ("multilabel", ["--quantize", "int8"], "trainer flags: --quantize int8 quantizes the ONNX copy"),
 ])
 def test_a_tool_refuses_a_trainer_flag_it_sets_itself(capsys, tmp_path, tool, flags, message):
     """The tool would override the flag without a word, or lose its run: one error line, nothing written."""
@@ -377,7 +383,7 @@ def test_a_tool_refuses_a_trainer_flag_it_sets_itself(capsys, tmp_path, tool, fl
     assert module.main(["--work-dir", str(work), "--"] + flags + ["--", "--num-train-epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
-    assert not work.exists()
+    assert len(err.strip().splitlines()) == 1 and not work.exists()
 
 
 def test_a_variants_trainer_flags_replace_the_makefiles_recipe():

@@ -18,6 +18,7 @@ import numpy as np
 CALIBRATIONS = ("temperature", "none")  # the trainer's --calibrate
 ECE_BINS = 15
 COVERAGE_LEVELS = (0.8, 0.9, 0.95, 0.99)  # the levels whose conformal quantiles an export stores
+CONFIDENCE_KEEPS = 0.9  # the share of validation texts the export's confidence floor keeps (--confidence-keeps)
 TEMPERATURE_RANGE = (0.05, 20.0)
 # The highest confidence floor an export gets: a model that sure of nearly all its validation texts
 # has its top probabilities within float32's rounding of 1, where a floor would split ties at random.

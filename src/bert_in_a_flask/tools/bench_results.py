@@ -1,4 +1,6 @@
 """`make bench`'s table: printed, and written to docs/bench/ (one results file per CPU and runtime)."""
+import contextlib
+import io
 import os
 import re
 import sys
@@ -10,6 +12,7 @@ from ..shared.tf_compat import TF_VERSION
 
 # The trainer flags every tool sets itself (ood.train): its own split, model copy and run folder.
 TOOL_PATH_FLAGS = ("--data-file", "--val-file", "--test-file", "--bert-dir", "--output-dir", "--cache-dir")
+TOOL_SET_FLAGS = ("--skip-onnx", "--overwrite")  # and these: the tools measure the SavedModel, afresh
 
 
 def print_table(rows, only="all"):
@@ -64,22 +67,35 @@ def split_trainer_flags(argv):
     return own, rest
 
 
-def refuse_tool_flags(trainer_flags, tool, owned):
-    """A UserError for a trainer flag that `make <tool>` sets itself, which would either be overridden
-    without a word or take the run away from the tool's own files. `owned`: {flag: what to do instead}."""
+def check_tool_flags(tool, trainer_flags, owned, runs):
+    """A UserError, before the tool writes anything, for trainer flags that would go wrong later: a flag
+    `make <tool>` sets itself, which would be overridden without a word or take the run away from the
+    tool's own files (`owned`: {flag: what to do instead}), or flags the trainer refuses in one of
+    `runs` (each run's trainer flags, as the tool will pass them) found only after the runs before it."""
     for group in flag_groups(trainer_flags):
         flag = group[0]
         if flag in TOOL_PATH_FLAGS:
             raise UserError("%s is set by make %s: it trains on its own split in its work folder" % (flag, tool))
         if flag in owned:
             raise UserError("%s is set by make %s: %s" % (flag, tool, owned[flag]))
+    from ..training.cli import parse_args
+    for flags in runs:
+        refused = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(refused):
+                parse_args(list(flags) + list(TOOL_SET_FLAGS))
+        except SystemExit:
+            message = refused.getvalue().strip().replace("error: ", "", 1).replace(" (see --help)", "")
+            raise UserError("trainer flags: %s" % message)
 
 
 def flag_groups(flags):
-    """["--a", "1", "--b", "--c", "x"] -> [["--a", "1"], ["--b"], ["--c", "x"]]."""
+    """["--a", "1", "--b", "--c=x"] -> [["--a", "1"], ["--b"], ["--c", "x"]]."""
     groups = []
     for token in flags:
-        if token.startswith("--") or not groups:
+        if token.startswith("--") and "=" in token:
+            groups.append(token.split("=", 1))
+        elif token.startswith("--") or not groups:
             groups.append([token])
         else:
             groups[-1].append(token)

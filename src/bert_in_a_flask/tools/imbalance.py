@@ -14,7 +14,7 @@ import tempfile
 from . import download_data
 from ..shared.cli import ArgumentParser, positive_int, share
 from ..shared.errors import UserError, run_cli
-from .bench_results import publish, refuse_tool_flags, split_trainer_flags
+from .bench_results import check_tool_flags, publish, split_trainer_flags
 from .ood import read_rows, train, write_rows
 
 MODES = ("none", "balanced")
@@ -56,12 +56,14 @@ def main(argv=None):
     args = parser.parse_args(own)
 
     def run():
-        refuse_tool_flags(trainer_flags, "imbalance", {"--class-weights": "it trains with none and with balanced"})
+        runs = {mode: trainer_flags + ["--class-weights", mode] for mode in MODES}
+        check_tool_flags("imbalance", trainer_flags, {"--class-weights": "it trains with none and with balanced"},
+                         runs.values())
         work = args.work_dir or tempfile.mkdtemp(prefix="imbalance-")
         data, rare = imbalanced_split(work, args.rare, args.share, args.seed)
         metrics = {}
         for mode in MODES:
-            export_dir = train(os.path.join(work, mode), data, trainer_flags + ["--class-weights", mode], args.python)
+            export_dir = train(os.path.join(work, mode), data, runs[mode], args.python)
             metrics[mode] = report_of(export_dir)
         lines = ["| --class-weights | test accuracy | macro-F1 | worst class recall | mean recall of the rare tags |",
                  "|---|---|---|---|---|"]

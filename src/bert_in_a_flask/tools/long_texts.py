@@ -30,7 +30,7 @@ from ..shared.cli import ArgumentParser, positive_int
 from ..shared.errors import run_cli
 from ..shared import windows
 from ..shared.text import TRUNCATIONS, WINDOW_POOLINGS  # the trainer's choices
-from .bench_results import flag_groups, publish, refuse_tool_flags, split_trainer_flags
+from .bench_results import check_tool_flags, flag_groups, publish, split_trainer_flags
 from .ood import read_rows, train, write_rows
 from ..training.cli import WINDOW_DEFAULTS
 
@@ -160,7 +160,9 @@ def main(argv=None):
     args = parse_args(own)
 
     def run():
-        refuse_tool_flags(trainer_flags, "long_texts", {"--truncate": "choose the runs with its --truncations"})
+        runs = {truncate: flags_for(truncate, trainer_flags) for truncate in args.truncations}
+        check_tool_flags("long_texts", trainer_flags, {"--truncate": "choose the runs with its --truncations"},
+                         runs.values())
         work = args.work_dir or tempfile.mkdtemp(prefix="long-texts-")
         data = long_text_split(work, args.train_per_group, args.seed)
         n_train = len(read_rows(os.path.join(data, "train.csv")))
@@ -171,7 +173,7 @@ def main(argv=None):
         accuracy, baseline = {}, None
         for truncate in args.truncations:
             run_dir = os.path.join(work, truncate.replace("+", "-"))
-            export_dir = train(run_dir, data, flags_for(truncate, trainer_flags), args.python)
+            export_dir = train(run_dir, data, runs[truncate], args.python)
             metrics = report_of(export_dir)
             with open(os.path.join(run_dir, "train.log"), encoding="utf-8") as handle:
                 examples_per_s, documents_per_s, per_document = training_speed(handle.read())

@@ -19,7 +19,7 @@ import tempfile
 from . import download_data
 from ..shared.cli import ArgumentParser, share
 from ..shared.errors import run_cli
-from .bench_results import publish, refuse_tool_flags, split_trainer_flags
+from .bench_results import check_tool_flags, publish, split_trainer_flags
 from .ood import read_rows, train, write_rows
 
 SEPARATOR = "|"
@@ -87,11 +87,12 @@ def main(argv=None):
     args = parser.parse_args(own)
 
     def run():
-        refuse_tool_flags(trainer_flags, "multilabel", {"--label-separator": "it joins the labels of its texts"})
+        flags = trainer_flags + ["--label-separator", SEPARATOR]
+        check_tool_flags("multilabel", trainer_flags, {"--label-separator": "it joins the labels of its texts"},
+                         [flags])
         work = args.work_dir or tempfile.mkdtemp(prefix="multilabel-")
         data = multi_label_split(work, args.pair_share, args.seed)
-        export_dir = train(os.path.join(work, "train"), data, trainer_flags + ["--label-separator", SEPARATOR],
-                           args.python)
+        export_dir = train(os.path.join(work, "train"), data, flags, args.python)
         metrics = report_of(export_dir)
         counts = metrics["counts"]
         header = ("SO titles, %g of the texts two titles of different tags joined (each split apart: %d train, %d val, "

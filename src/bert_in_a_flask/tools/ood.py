@@ -30,7 +30,7 @@ from ..shared import calibration
 from ..shared.cli import ArgumentParser, positive_int, share
 from ..shared.errors import UserError, run_cli
 from ..shared.export_contract import LOGITS_TENSOR, POOLED_TENSOR, SIGNATURE_INPUTS, SIGNATURE_OUTPUT, latest_export
-from .bench_results import publish, refuse_tool_flags, split_trainer_flags
+from .bench_results import TOOL_SET_FLAGS, check_tool_flags, publish, split_trainer_flags
 
 SCORES = ("max_prob", "energy", "mahalanobis")
 POOLER_TENSOR = "bert/pooler/dense/Tanh:0"  # --pooling cls: bert's pooled [CLS] vector
@@ -73,8 +73,8 @@ def train(work, data, trainer_flags, python):
     out = os.path.join(work, "run")
     command = [python, os.path.join(ROOT, "src", "train.py"), "--data-file", os.path.join(data, "train.csv"),
                "--val-file", os.path.join(data, "val.csv"), "--test-file", os.path.join(data, "test.csv"),
-               "--bert-dir", bert_dir, "--output-dir", out, "--cache-dir", os.path.join(work, "cache"),
-               "--skip-onnx", "--overwrite"] + list(trainer_flags)
+               "--bert-dir", bert_dir, "--output-dir", out, "--cache-dir", os.path.join(work, "cache")
+               ] + list(TOOL_SET_FLAGS) + list(trainer_flags)
     print("training:", " ".join(command[2:]), flush=True)
     result = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             universal_newlines=True)
@@ -217,17 +217,18 @@ def main(argv=None):
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--left-out", type=positive_int, default=5, help="tags kept out of training (of 20)")
     parser.add_argument("--seed", type=int, default=0, help="which tags are left out")
-    parser.add_argument("--keep", type=share, default=0.9, help="share of validation titles every floor keeps "
-                                                                "(the trainer's --confidence-keeps)")
+    parser.add_argument("--keep", type=share, default=calibration.CONFIDENCE_KEEPS,
+                        help="share of validation titles every floor keeps (the trainer's --confidence-keeps)")
     parser.add_argument("--work-dir", default=None, help="keep the files here (default: a temp folder)")
     parser.add_argument("--python", default=sys.executable, help="the trainer's Python")
     args = parser.parse_args(own)
 
     def run():
-        refuse_tool_flags(trainer_flags, "ood", {"--confidence-keeps": "give its --keep before the inner --"})
+        flags = trainer_flags + ["--confidence-keeps", str(args.keep)]
+        check_tool_flags("ood", trainer_flags, {"--confidence-keeps": "give its --keep before the inner --"}, [flags])
         work = args.work_dir or tempfile.mkdtemp(prefix="ood-")
         data, left_out, test_rows = left_out_split(work, args.left_out, args.seed)
-        export_dir = train(work, data, trainer_flags + ["--confidence-keeps", str(args.keep)], args.python)
+        export_dir = train(work, data, flags, args.python)
         rows, plain, ece, n_known, n_left_out = measure(export_dir, data, test_rows, left_out, args.keep)
         header, lines = table(rows, plain, ece, n_known, n_left_out, left_out, args.keep)
         publish("ood", header, lines)

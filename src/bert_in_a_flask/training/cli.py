@@ -12,7 +12,7 @@ import re
 import sys
 
 from ..shared.cli import ArgumentParser, at_least, fraction, non_negative_int, positive_float, positive_int, share
-from ..shared.calibration import CALIBRATIONS
+from ..shared.calibration import CALIBRATIONS, CONFIDENCE_KEEPS
 from ..shared.errors import UserError, run_cli
 from ..shared.export_contract import POOLINGS
 from ..shared.text import MIN_SEQ_LENGTH, TRUNCATIONS, WINDOW_LOSSES, WINDOW_POOLINGS, check_windows
@@ -34,7 +34,8 @@ def device_list(raw):
 
 
 def parse_args(argv=None):
-    parser = ArgumentParser(description=__doc__)
+    # No shortened flags: the tools that pass trainer flags on (tools/bench_results.py) match them by name.
+    parser = ArgumentParser(description=__doc__, allow_abbrev=False)
     data = parser.add_argument_group("data")
     data.add_argument("--data-file", default="data/stack-overflow-data.csv", help="CSV/TSV of texts and labels")
     data.add_argument("--text-column", default="post", help="column with the texts")
@@ -120,7 +121,7 @@ def parse_args(argv=None):
                           "and conformal quantiles; none: the raw softmax, no floor, no prediction sets. With "
                           "--label-separator it tunes each label's decision threshold on the validation split "
                           "instead (none: 0.5 for every label)")
-    run.add_argument("--confidence-keeps", type=share, default=0.9,
+    run.add_argument("--confidence-keeps", type=share, default=CONFIDENCE_KEEPS,
                      help="the confidence floor keeps this share of validation texts (the rest: prediction null)")
     args = parser.parse_args(argv)
     resolve_window_flags(parser, args)
