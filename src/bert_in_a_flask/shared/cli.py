@@ -12,6 +12,15 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     """The module docstring as written, and every flag's default in --help."""
 
 
+class UsageError(SystemExit):
+    """A command line's mistake, its line printed: exit code 2, and the `message` for a caller that
+    checks another command's flags (tools/bench_results.py) and words the error its own way."""
+
+    def __init__(self, message):
+        super(UsageError, self).__init__(2)
+        self.message = message
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one `error: ...` line (exit 2), not the whole usage text."""
 
@@ -20,7 +29,8 @@ class ArgumentParser(argparse.ArgumentParser):
         super(ArgumentParser, self).__init__(description=description, **kwargs)
 
     def error(self, message):
-        self.exit(2, "error: %s (see --help)\n" % message)
+        self._print_message("error: %s (see --help)\n" % message, sys.stderr)
+        raise UsageError(message)
 
 
 def _number(convert, kind, accept):

@@ -7,6 +7,7 @@ import sys
 import time
 
 from . import REPO_ROOT as ROOT
+from ..shared.cli import UsageError
 from ..shared.errors import UserError
 from ..shared.tf_compat import TF_VERSION
 
@@ -80,13 +81,11 @@ def check_tool_flags(tool, trainer_flags, owned, runs):
             raise UserError("%s is set by make %s: %s" % (flag, tool, owned[flag]))
     from ..training.cli import parse_args
     for flags in runs:
-        refused = io.StringIO()
         try:
-            with contextlib.redirect_stderr(refused):
+            with contextlib.redirect_stderr(io.StringIO()):  # the trainer's own line would name its --help
                 parse_args(list(flags) + list(TOOL_SET_FLAGS))
-        except SystemExit:
-            message = refused.getvalue().strip().replace("error: ", "", 1).replace(" (see --help)", "")
-            raise UserError("trainer flags: %s" % message)
+        except UsageError as refused:
+            raise UserError("trainer flags: %s" % refused.message)
 
 
 def flag_groups(flags):
