@@ -154,9 +154,10 @@ def test_coverage_returns_the_conformal_set_of_each_text(tmp_path):
     ({"min_confidence": -0.1}, '"min_confidence" must be a number in [0, 1], not -0.1'),
     ({"min_confidence": "0.5"}, '"min_confidence" must be a number in [0, 1], not "0.5"'),
     ({"min_confidence": True}, '"min_confidence" must be a number in [0, 1], not true'),
-    ({"coverage": 1}, '"coverage" must be a number in (0, 1), not 1'),
-    ({"coverage": 0}, '"coverage" must be a number in (0, 1), not 0'),
-    ({"coverage": "0.9"}, '"coverage" must be a number in (0, 1), not "0.9"'),
+    ({"coverage": 1}, '"coverage" 1 is not offered; this export offers 0.8, 0.9'),
+    ({"coverage": 0}, '"coverage" 0 is not offered; this export offers 0.8, 0.9'),
+    ({"coverage": "0.9"}, '"coverage" must be a number, one of /metadata coverage_levels, not "0.9"'),
+    ({"coverage": True}, '"coverage" must be a number, one of /metadata coverage_levels, not true'),
     ({"coverage": 0.85}, '"coverage" 0.85 is not offered; this export offers 0.8, 0.9'),
 ])
 def test_bad_calibration_options_are_400s_naming_the_field(tmp_path, body, message):

@@ -217,6 +217,10 @@ def test_predict_answers_a_list_of_labels_per_text(multi_label_client):
     for field in ("min_confidence", "coverage"):
         response = multi_label_client.post("/predict", json={"X": ["pip"], field: 0.9})
         assert response.status_code == 400 and "multi-label" in response.get_json()["error"]
+    v2 = multi_label_client.post("/v2/models/bert/infer", json={
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["pip"]}],
+        "parameters": {"min_confidence": 0.9}})
+    assert v2.status_code == 400 and "multi-label" in v2.get_json()["error"]
     metadata = multi_label_client.get("/metadata").get_json()
     assert metadata["multi_label"] is True and metadata["label_separator"] == "|"
     assert set(metadata["thresholds"]) == set(LABELS) and metadata["coverage_levels"] == []

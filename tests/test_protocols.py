@@ -47,6 +47,15 @@ def test_tf_serving_row_and_columnar_formats(fake):
                                "outputs": [{"name": "logits"}]}, 400, '"outputs" must list some of'),
     ("/v2/models/nope/infer", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}]},
      404, "no model named 'nope'"),
+    ("/v2/models/bert/infer", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}],
+                               "id": 7}, 400, '"id" must be a string'),
+    ("/v2/models/bert/infer", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}],
+                               "parameters": 7}, 400, '"parameters" must be an object'),
+    ("/v2/models/bert/infer", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}],
+                               "parameters": {"coverage": 0.9}}, 400, "unknown parameter 'coverage'"),
+    ("/v2/models/bert/infer", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}],
+                               "parameters": {"min_confidence": "abc"}}, 400,
+     '"min_confidence" must be a number in [0, 1], not "abc"'),
 ])
 def test_protocol_errors_keep_our_json_shape(fake, path, body, status, message):
     response = fake.post(path, json=body, headers={"X-Request-ID": "r-1"})
@@ -85,6 +94,20 @@ def test_a_text_under_the_servers_floor_has_no_label_on_both_protocols(tmp_path)
             "outputs": [{"name": "label"}, {"name": "accepted"}]}
     label, accepted = client.post("/v2/models/bert/infer", json=body).get_json()["outputs"]
     assert label["data"] == ["java", ""] and accepted["data"] == [True, False]
+
+
+def test_a_v2_request_sets_its_own_floor(tmp_path):
+    """parameters.min_confidence is the request's floor on v2, as min_confidence is on /predict."""
+    client = create_app(settings.from_env({"MIN_CONFIDENCE": "0.85"}, LOG_FILE=str(tmp_path / "calls.log")),
+                        predictor=FakePredictor()).test_client()
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["spring jvm", "x"]}],
+            "outputs": [{"name": "label"}, {"name": "accepted"}]}
+    lower = client.post("/v2/models/bert/infer", json=dict(body, parameters={"min_confidence": 0.5})).get_json()
+    assert [tensor["data"] for tensor in lower["outputs"]] == [["java", "python"], [True, True]]
+    higher = client.post("/v2/models/bert/infer", json=dict(body, parameters={"min_confidence": 0.95})).get_json()
+    assert [tensor["data"] for tensor in higher["outputs"]] == [["", ""], [False, False]]
+    server = client.post("/v2/models/bert/infer", json=dict(body, parameters={"min_confidence": None})).get_json()
+    assert [tensor["data"] for tensor in server["outputs"]] == [["java", ""], [True, False]]
 
 
 def test_protocol_calls_are_logged_and_counted_by_route(fake, tmp_path):

@@ -154,13 +154,15 @@ def is_number(value):
 
 
 def parse_calibrated_options(body):
-    """(min_confidence or None, coverage or None) of a /predict body: a number in [0, 1], a number in
-    (0, 1); checked before any model is leased."""
+    """(min_confidence or None, coverage or None) of a /predict body (null or absent: None), typed
+    before any model is leased: a number in [0, 1], a number. Which coverage levels are offered is the
+    export's to say (offered_by), so a number out of (0, 1) gets the same answer as any other not offered."""
     floor, coverage = body.get("min_confidence"), body.get("coverage")
     if floor is not None and (not is_number(floor) or not 0.0 <= floor <= 1.0):
         raise UserError('"min_confidence" must be a number in [0, 1], not %s' % json.dumps(floor))
-    if coverage is not None and (not is_number(coverage) or not 0.0 < coverage < 1.0):
-        raise UserError('"coverage" must be a number in (0, 1), not %s' % json.dumps(coverage))
+    if coverage is not None and not is_number(coverage):
+        raise UserError('"coverage" must be a number, one of /metadata coverage_levels, not %s'
+                        % json.dumps(coverage))
     return floor, coverage
 
 

@@ -125,8 +125,8 @@ class MicroBatcher(object):
                 self.pending_texts += n
         if full:
             self._events.shed("queue_full")
-            raise Overloaded("this worker has %d texts queued (MAX_PENDING_TEXTS=%d); retry in a moment"
-                             % (self.pending_texts, self._max_pending))
+            raise Overloaded("this worker has %d texts queued (windows, for a long-text export; MAX_PENDING_TEXTS=%d); "
+                             "retry in a moment" % (self.pending_texts, self._max_pending))
         self._events.admitted(n)
         return _Pending(n, time.monotonic() + self._timeout)
 

@@ -98,12 +98,16 @@ def spec(max_texts, docs_page=False):
             "summary": "Open inference protocol v2: infer (one BYTES input named text)", "parameters": name,
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["inputs"], "additionalProperties": False,
-                "properties": {"id": {"type": "string"}, "parameters": plain,
+                "properties": {"id": {"type": "string"},
+                               "parameters": {"type": "object", "additionalProperties": False, "properties": {
+                                   "min_confidence": dict(predict_request["properties"]["min_confidence"])}},
                                "outputs": {"type": "array", "items": {
                                    "type": "object", "required": ["name"],
                                    "properties": {"name": {"type": "string",
                                                            "enum": ["label", "score", "probabilities",
-                                                                    "accepted"]}}}},
+                                                                    "accepted", "predicted"],
+                                                           "description": "predicted: a multi-label "
+                                                                          "export's only"}}}},
                                "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
                                    "type": "object", "required": ["name", "datatype", "shape", "data"],
                                    "properties": {"name": {"type": "string", "enum": ["text"]},
@@ -111,7 +115,7 @@ def spec(max_texts, docs_page=False):
                                                   "shape": {"type": "array", "items": {"type": "integer"},
                                                             "description": "informational; the data's length counts"},
                                                   "data": texts}}}}}}}},
-            "responses": dict({"200": _json(plain, "label, score and probabilities tensors")},
+            "responses": dict({"200": _json(plain, "label, score, probabilities and accepted tensors")},
                               **_errors(400, 401, 404, 405, 413, 415, 429, 500, 503))}},
     }
     version = [{"name": "version", "in": "path", "required": True, "schema": {"type": "string"},

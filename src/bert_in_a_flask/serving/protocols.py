@@ -12,11 +12,12 @@
     KServe / open inference protocol v2 (https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/)
         GET  /v2/health/live, /v2/health/ready, /v2/models/<name>, /v2/models/<name>/ready
         POST /v2/models/<name>/infer        one BYTES input "text" -> BYTES "label", FP32 "score",
-                                            FP32 "probabilities" [n, labels] (row-major data), BOOL "accepted"
+                                            FP32 "probabilities" [n, labels] (row-major data), BOOL "accepted";
+                                            "parameters": {"min_confidence": x} sets the floor, as on /predict
 
 The outputs are the export's `serve_text` signature's (labels in labels.json order). `accepted` is
-false where the score is under the server's confidence floor (MIN_CONFIDENCE); that text's label is
-null (TF Serving) or "" (v2, whose BYTES tensors have no null). A multi-label export answers as its
+false where the score is under the confidence floor (MIN_CONFIDENCE's, or a v2 request's); that
+text's label is null (TF Serving) or "" (v2, whose BYTES tensors have no null). A multi-label export answers as its
 serve_text does: `label` the chosen labels joined by the export's separator ("" for none), `accepted`
 whether any was chosen, and `predicted` [n, labels] booleans (v2: BOOL). <name> is
 MODEL_NAME; another name is a 404. Errors keep our JSON shape ({"error", "request_id"}).
@@ -27,7 +28,8 @@ from flask import Blueprint, current_app, g, jsonify
 from werkzeug.routing import BaseConverter
 
 from ..shared.errors import UserError
-from .api import client_gone_probe, leased_predictor, readiness, read_json_body
+from .api import (client_gone_probe, leased_predictor, offered_by, parse_calibrated_options, readiness,
+                  read_json_body)
 from .slot import model_name
 
 protocols = Blueprint("protocols", __name__)
@@ -78,17 +80,18 @@ def body_object(allowed):
     return body
 
 
-def classify(predictor, texts):
+def classify(predictor, texts, floor=None):
     """The serve_text outputs of `texts` as columns {label, score, probabilities (rows in label order),
-    accepted (+ predicted, multi-label)}, logged like /predict's. A text whose score is under the
-    server's floor (MIN_CONFIDENCE) is not accepted: its label is None."""
+    accepted (+ predicted, multi-label)}, logged like /predict's. A text whose score is under `floor`
+    (None: the server's, MIN_CONFIDENCE) is not accepted: its label is None."""
     probabilities = predictor.predict_proba(texts, client_gone_probe(), current_app.config["MAX_TEXTS"])
     scores = [float(score) for score in probabilities.max(axis=1)]
     g.n_texts, g.characters = len(texts), sum(len(t) for t in texts)
     if predictor.multi_label:
         return multi_label_columns(predictor, probabilities, scores)
     best = probabilities.argmax(axis=1)
-    floor = predictor.confidence_floor(current_app.config["MIN_CONFIDENCE"])
+    if floor is None:
+        floor = predictor.confidence_floor(current_app.config["MIN_CONFIDENCE"])
     accepted = [score >= floor for score in scores]
     labels = [predictor.labels[i] if ok else None for i, ok in zip(best, accepted)]
     g.predictions = labels
@@ -189,6 +192,20 @@ def v2_metadata(name):
 
 
 V2_OUTPUTS = ("label", "score", "probabilities", "accepted", "predicted")  # predicted: multi-label exports
+V2_PARAMETERS = ("min_confidence",)  # prediction sets have no serve_text output: /predict's "coverage" gives them
+
+
+def v2_parameters(body):
+    """A v2 request's "parameters", checked as /predict checks its own keys: the floor or None."""
+    parameters = body.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise UserError('"parameters" must be an object, e.g. {"min_confidence": 0.5}')
+    unknown = [key for key in parameters if key not in V2_PARAMETERS]
+    if unknown:
+        raise UserError('unknown parameter %r; this route takes %s (prediction sets: /predict\'s "coverage")'
+                        % (unknown[0], ", ".join(V2_PARAMETERS)))
+    floor, _ = parse_calibrated_options(parameters)
+    return floor
 
 
 @protocols.route("/v2/models/<model_name:name>/infer", methods=["POST"])
@@ -202,6 +219,9 @@ def v2_infer(name, version=None):
     if tensor.get("name") != "text" or tensor.get("datatype") != "BYTES":
         raise UserError('the input must be named "text" with datatype "BYTES"')
     texts = checked_texts(tensor.get("data"), '"data" of input "text"')  # its "shape" is informational
+    if not isinstance(body.get("id", ""), str):
+        raise UserError('"id" must be a string (it is echoed in the answer)')
+    floor = v2_parameters(body)
     wanted = body.get("outputs")
     if wanted is not None and (not isinstance(wanted, list)
                                or not all(isinstance(o, dict) and o.get("name") in V2_OUTPUTS for o in wanted)):
@@ -212,7 +232,8 @@ def v2_infer(name, version=None):
         wanted = [{"name": name_} for name_ in offered]
     elif any(o["name"] not in offered for o in wanted):
         raise UserError('"outputs": "predicted" is a multi-label export\'s; this one offers %s' % ", ".join(offered))
-    columns = classify(predictor, texts)
+    floor, _ = offered_by(predictor, floor, None, current_app.config["MIN_CONFIDENCE"])
+    columns = classify(predictor, texts, floor)
     n, k = len(texts), len(predictor.labels)
     tensors = {  # BYTES has no null: a text under the floor has the empty label and accepted false
         "label": {"name": "label", "datatype": "BYTES", "shape": [n],
