@@ -54,6 +54,8 @@ def test_tf_serving_row_and_columnar_formats(fake):
     ("/v2/models/bert/infer", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}],
                                "parameters": {"coverage": 0.9}}, 400, "unknown parameter 'coverage'"),
     ("/v2/models/bert/infer", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}],
+                               "parameters": {"binary_data_output": "yes"}}, 400, '"binary_data_output" must be'),
+    ("/v2/models/bert/infer", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}],
                                "parameters": {"min_confidence": "abc"}}, 400,
      '"min_confidence" must be a number in [0, 1], not "abc"'),
 ])
@@ -108,6 +110,10 @@ def test_a_v2_request_sets_its_own_floor(tmp_path):
     assert [tensor["data"] for tensor in higher["outputs"]] == [["", ""], [False, False]]
     server = client.post("/v2/models/bert/infer", json=dict(body, parameters={"min_confidence": None})).get_json()
     assert [tensor["data"] for tensor in server["outputs"]] == [["java", ""], [True, False]]
+    off = client.post("/v2/models/bert/infer", json=dict(body, parameters={"min_confidence": 0})).get_json()
+    assert [tensor["data"] for tensor in off["outputs"]] == [["java", "python"], [True, True]]
+    triton = dict(body, parameters={"binary_data_output": True})  # what tritonclient sends, naming no outputs
+    assert client.post("/v2/models/bert/infer", json=triton).get_json()["outputs"][0]["data"] == ["java", ""]
 
 
 def test_protocol_calls_are_logged_and_counted_by_route(fake, tmp_path):

@@ -156,7 +156,8 @@ def is_number(value):
 def parse_calibrated_options(body):
     """(min_confidence or None, coverage or None) of a /predict body (null or absent: None), typed
     before any model is leased: a number in [0, 1], a number. Which coverage levels are offered is the
-    export's to say (offered_by), so a number out of (0, 1) gets the same answer as any other not offered."""
+    export's to say (offered_by, after the lease), so a number out of (0, 1) gets the same answer as
+    any other level not offered: the levels to send instead."""
     floor, coverage = body.get("min_confidence"), body.get("coverage")
     if floor is not None and (not is_number(floor) or not 0.0 <= floor <= 1.0):
         raise UserError('"min_confidence" must be a number in [0, 1], not %s' % json.dumps(floor))

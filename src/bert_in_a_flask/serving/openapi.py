@@ -100,7 +100,9 @@ def spec(max_texts, docs_page=False):
                 "type": "object", "required": ["inputs"], "additionalProperties": False,
                 "properties": {"id": {"type": "string"},
                                "parameters": {"type": "object", "additionalProperties": False, "properties": {
-                                   "min_confidence": dict(predict_request["properties"]["min_confidence"])}},
+                                   "min_confidence": dict(predict_request["properties"]["min_confidence"]),
+                                   "binary_data_output": {"type": "boolean",
+                                                          "description": "accepted; the answer is JSON"}}},
                                "outputs": {"type": "array", "items": {
                                    "type": "object", "required": ["name"],
                                    "properties": {"name": {"type": "string",

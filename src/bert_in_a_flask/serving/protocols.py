@@ -192,7 +192,9 @@ def v2_metadata(name):
 
 
 V2_OUTPUTS = ("label", "score", "probabilities", "accepted", "predicted")  # predicted: multi-label exports
-V2_PARAMETERS = ("min_confidence",)  # prediction sets have no serve_text output: /predict's "coverage" gives them
+# Prediction sets have no serve_text output: /predict's "coverage" gives them. Triton's client asks
+# binary_data_output when it names no outputs; JSON tensors are what the protocol's base answers.
+V2_PARAMETERS = ("min_confidence", "binary_data_output")
 
 
 def v2_parameters(body):
@@ -204,6 +206,8 @@ def v2_parameters(body):
     if unknown:
         raise UserError('unknown parameter %r; this route takes %s (prediction sets: /predict\'s "coverage")'
                         % (unknown[0], ", ".join(V2_PARAMETERS)))
+    if not isinstance(parameters.get("binary_data_output", False), bool):
+        raise UserError('"binary_data_output" must be true or false (the answer is JSON either way)')
     floor, _ = parse_calibrated_options(parameters)
     return floor
 
