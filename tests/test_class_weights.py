@@ -39,6 +39,7 @@ def test_a_file_sets_some_labels_and_the_rest_weigh_one(tmp_path):
     ('{"rare": 0}', "gives 'rare' the weight 0; weights must be positive numbers"),
     ('{"rare": "2"}', "gives 'rare' the weight \"2\""),
     ('{"rare": true}', "gives 'rare' the weight true"),
+    ('{"rare": 1%s}' % ("0" * 400), "gives 'rare' the weight 1000"),  # an integer beyond any float
 ])
 def test_a_bad_weights_file_is_one_error_naming_the_flag(tmp_path, content, message):
     path = tmp_path / "w.json"

@@ -30,17 +30,39 @@ def bad_data_cases(tmp_path):
                       "1 distinct label(s)"),
         "tiny class": ([write_csv(tmp_path / "small.csv", rows + [("a lonely text", "rust")])],
                        "class 'rust' has 1 row(s)"),
+        "too few rows to stratify": ([write_csv(tmp_path / "nine.csv", make_rows(9, seed=3))],
+                                     "9 rows of 3 classes split 8 / 1, and each part needs a row per class"),
+        "too few multi-label rows": ([write_csv(tmp_path / "two.csv", [("a b", "java|python"), ("c", "go")]),
+                                      "--label-separator", "|"], "2 row(s) are too few to split off"),
     }
 
 
-@pytest.mark.parametrize("case", ["missing file", "missing column", "one class", "tiny class"])
+@pytest.mark.parametrize("case", ["missing file", "missing column", "one class", "tiny class",
+                                  "too few rows to stratify", "too few multi-label rows"])
 def test_bad_data_gives_one_line_and_exit_2(case, tmp_path, capsys, tiny_bert_dir, out_args):
     data_args, message = bad_data_cases(tmp_path)[case]
-    code, err = run_train(capsys, "--data-file", data_args[0], "--bert-dir", tiny_bert_dir,
+    code, err = run_train(capsys, "--data-file", *data_args, "--bert-dir", tiny_bert_dir,
                           "--max-seq-length", "32", *out_args)
     assert code == 2
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, err[-2000:]
+
+
+@pytest.mark.parametrize("empty", ["--val-file", "--test-file"])
+def test_an_empty_split_file_is_refused_before_overwrite_deletes(empty, tmp_path, capsys, tiny_bert_dir, out_args):
+    rows = make_rows(60, seed=3)
+    files = {"--val-file": write_csv(tmp_path / "val.csv", rows[:9]),
+             "--test-file": write_csv(tmp_path / "test.csv", rows[:9])}
+    files[empty] = write_csv(tmp_path / "header_only.csv", [])
+    precious = tmp_path / "out" / "checkpoints" / "precious"
+    precious.parent.mkdir(parents=True)
+    precious.write_text("keep me")
+    code, err = run_train(capsys, "--data-file", write_csv(tmp_path / "train.csv", rows), "--bert-dir", tiny_bert_dir,
+                          "--max-seq-length", "32", "--overwrite", *[a for pair in files.items() for a in pair],
+                          *out_args)
+    assert code == 2 and err.strip().splitlines()[-1] == "error: %s %s has no rows (after dropping empty ones)" % (
+        empty, tmp_path / "header_only.csv")
+    assert precious.read_text() == "keep me"
 
 
 def test_max_seq_length_above_the_checkpoint_is_refused(tmp_path, capsys, tiny_bert_dir, tiny_csv, out_args):

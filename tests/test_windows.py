@@ -48,6 +48,11 @@ def test_a_stride_of_a_whole_window_or_no_window_is_refused(tokenizer, stride, m
         TextEncoder(tokenizer, 6, "windows", window_stride=stride, max_windows=max_windows)
 
 
+def test_windows_too_short_to_overlap_name_max_seq_length(tokenizer):
+    with pytest.raises(UserError, match=r"^--truncate windows needs --max-seq-length of at least 4 .*, not 3$"):
+        TextEncoder(tokenizer, 3, "windows", window_stride=1, max_windows=8)
+
+
 def test_mean_pooling_is_the_softmax_of_the_mean_logits():
     rng = np.random.RandomState(0)
     logits = rng.randn(5, 3)

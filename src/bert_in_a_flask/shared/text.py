@@ -115,6 +115,9 @@ def window_starts(n_pieces, budget, stride, max_windows):
 def check_windows(max_seq_length, window_stride, max_windows):
     """A stride of at least the window would skip pieces; no window at all would classify nothing."""
     budget = max_seq_length - 2
+    if budget < 2:
+        raise UserError("--truncate windows needs --max-seq-length of at least 4 (windows of 2 word pieces "
+                        "or more, so that they can overlap), not %d" % max_seq_length)
     if not isinstance(window_stride, int) or not 0 < window_stride < budget:
         raise UserError("--window-stride must be between 1 and %d (under the window's %d word pieces: "
                         "--max-seq-length %d minus [CLS] and [SEP]), not %s"

@@ -48,7 +48,17 @@ def from_file(path, labels):
         raise UserError("--class-weights: %s names labels the training data does not have: %s (labels: %s)"
                         % (path, ", ".join(map(repr, unknown[:5])), ", ".join(labels)))
     for label, weight in given.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < float("inf"):
+        if not _is_weight(weight):
             raise UserError("--class-weights: %s gives %r the weight %s; weights must be positive numbers"
                             % (path, label, json.dumps(weight)))
     return [float(given.get(label, 1.0)) for label in labels]
+
+
+def _is_weight(value):
+    """A positive finite number (JSON integers have no bound: one too large for a float is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return 0 < float(value) < float("inf")
+    except OverflowError:
+        return False

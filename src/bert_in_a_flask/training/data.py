@@ -1,5 +1,6 @@
 """DATA LOADING: read the CSV/TSV, validate it, clean it, split it, list the labels."""
 import logging
+import math
 import os
 from collections import namedtuple
 
@@ -69,10 +70,15 @@ def load_splits(train_file, *, text_column="post", label_column="tags", sep=None
     frame = read(train_file)
     _require_two_classes(sorted(set().union(*label_sets(frame, label_separator))), train_file)
     split = _split_at_random if label_separator is not None else _split_by_label
-    test = read(test_file) if test_file else None
+    carved = [fraction for fraction, given in ((TEST_FRACTION, test_file), (VAL_FRACTION_OF_REST, val_file))
+              if not given]
+    if label_separator is not None and _rows_left(len(frame), carved) < 1:  # stratified: checked per split
+        raise UserError("%s: %d row(s) are too few to split off validation and test rows "
+                        "(add rows, or pass --val-file and --test-file)" % (train_file, len(frame)))
+    test = _require_rows(read(test_file), test_file, "--test-file") if test_file else None
     if test is None:
         frame, test = split(frame, TEST_FRACTION, seed, train_file)
-    val = read(val_file) if val_file else None
+    val = _require_rows(read(val_file), val_file, "--val-file") if val_file else None
     if val is None:
         frame, val = split(frame, VAL_FRACTION_OF_REST, seed, train_file)
     labels = sorted(set().union(*label_sets(frame, label_separator)))
@@ -101,11 +107,36 @@ def label_sets(frame, label_separator):
 
 def _split_by_label(frame, fraction, seed, path):
     _require_rows_per_class(frame, path)
+    n_classes = frame["label"].nunique()
+    held_out = _held_out_rows(len(frame), fraction)
+    if min(held_out, len(frame) - held_out) < n_classes:  # a stratified split gives every class a row
+        raise UserError("%s: %d rows of %d classes split %d / %d, and each part needs a row per class "
+                        "(add rows, or pass --val-file and --test-file)"
+                        % (path, len(frame), n_classes, len(frame) - held_out, held_out))
     return train_test_split(frame, test_size=fraction, random_state=seed, stratify=frame["label"])
 
 
 def _split_at_random(frame, fraction, seed, path):
     return train_test_split(frame, test_size=fraction, random_state=seed)
+
+
+def _held_out_rows(n_rows, fraction):
+    """The rows train_test_split holds out for a float test_size: rounded up."""
+    return int(math.ceil(fraction * n_rows))
+
+
+def _rows_left(n_rows, fractions):
+    """The training rows left after holding out each of `fractions` in turn."""
+    for fraction in fractions:
+        n_rows -= _held_out_rows(n_rows, fraction)
+    return n_rows
+
+
+def _require_rows(frame, path, flag):
+    """A validation or test file with no rows would fail only after training, past --overwrite."""
+    if not len(frame):
+        raise UserError("%s %s has no rows (after dropping empty ones)" % (flag, path))
+    return frame
 
 
 def _require_separator_used(frame, path, label_column, separator):
