@@ -172,3 +172,24 @@ def test_a_bad_min_confidence_setting_is_one_error_naming_it():
         with pytest.raises(UserError, match="MIN_CONFIDENCE must be export or a number in"):
             settings.from_env({"MIN_CONFIDENCE": raw})
     assert settings.from_env({"MIN_CONFIDENCE": "Export"})["MIN_CONFIDENCE"] == "export"
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--calibrate", "none", "--confidence-keeps", "0.8"], "which --calibrate none does not choose"),
+    (["--label-separator", "|", "--confidence-keeps", "0.8"], "which a multi-label model does not have"),
+])
+def test_confidence_keeps_is_refused_where_no_floor_is_chosen(capsys, flags, message):
+    from bert_in_a_flask.training.cli import parse_args
+    with pytest.raises(SystemExit) as stop:
+        parse_args(flags)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert stop.value.code == 2 and len(errors) == 1 and errors[0].startswith("error: --confidence-keeps sets")
+    assert message in errors[0]
+
+
+def test_confidence_keeps_defaults_to_the_one_shared_default():
+    from bert_in_a_flask.shared.calibration import CONFIDENCE_KEEPS
+    from bert_in_a_flask.training.cli import parse_args
+    assert parse_args([]).confidence_keeps == CONFIDENCE_KEEPS
+    assert parse_args(["--confidence-keeps", "0.8"]).confidence_keeps == 0.8
+    assert parse_args(["--calibrate", "none"]).confidence_keeps == CONFIDENCE_KEEPS  # recorded, never used

@@ -121,10 +121,12 @@ def parse_args(argv=None):
                           "and conformal quantiles; none: the raw softmax, no floor, no prediction sets. With "
                           "--label-separator it tunes each label's decision threshold on the validation split "
                           "instead (none: 0.5 for every label)")
-    run.add_argument("--confidence-keeps", type=share, default=CONFIDENCE_KEEPS,
-                     help="the confidence floor keeps this share of validation texts (the rest: prediction null)")
+    run.add_argument("--confidence-keeps", type=share, default=None,
+                     help="the confidence floor keeps this share of validation texts (the rest: prediction null; "
+                          "default %g)" % CONFIDENCE_KEEPS)
     args = parser.parse_args(argv)
     resolve_window_flags(parser, args)
+    resolve_confidence_keeps(parser, args)
     if args.label_separator == "":
         parser.error("--label-separator must not be empty")
     if args.window_loss == "text" and args.pad_to_max_seq_length:
@@ -136,6 +138,17 @@ def parse_args(argv=None):
 
 WINDOW_DEFAULTS = {"window_stride": None, "max_windows": 8, "window_pooling": "mean",
                    "window_loss": "window"}  # stride: half a window
+
+
+def resolve_confidence_keeps(parser, args):
+    """--confidence-keeps' value, refused where no floor is chosen (as a window flag is without windows)."""
+    if args.confidence_keeps is None:
+        args.confidence_keeps = CONFIDENCE_KEEPS
+    elif args.calibrate == "none":
+        parser.error("--confidence-keeps sets the confidence floor, which --calibrate none does not choose")
+    elif args.label_separator is not None:
+        parser.error("--confidence-keeps sets the confidence floor, which a multi-label model does not have "
+                     "(--label-separator: each label has its own threshold)")
 
 
 def resolve_window_flags(parser, args):
