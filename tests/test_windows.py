@@ -374,6 +374,7 @@ def test_make_long_texts_gives_the_window_flags_to_the_windows_run_only():
     ("ood", ["--confidence-keeps", "0.8"], "--confidence-keeps is set by make ood: give its --keep"),
     ("ood", ["--output-dir", "/tmp/elsewhere"], "--output-dir is set by make ood"),
     ("ood", ["--output-dir=models"], "--output-dir is set by make ood"),  # its --overwrite would clear models/
+    ("ood", ["--calibrate=none"], "make ood measures the calibrated model's confidence floors"),
     ("long_texts", ["--truncate=head"], "--truncate is set by make long_texts"),
     # the trainer's refusals, found before the first run and not after it: a shortened flag, a bad pair
     ("imbalance", ["--class-w", "balanced"], "trainer flags: unrecognized arguments: --class-w"),

@@ -30,7 +30,7 @@ from ..shared import calibration
 from ..shared.cli import ArgumentParser, positive_int, share
 from ..shared.errors import UserError, run_cli
 from ..shared.export_contract import LOGITS_TENSOR, POOLED_TENSOR, SIGNATURE_INPUTS, SIGNATURE_OUTPUT, latest_export
-from .bench_results import TOOL_SET_FLAGS, check_tool_flags, publish, split_trainer_flags
+from .bench_results import TOOL_SET_FLAGS, check_tool_flags, flag_groups, publish, split_trainer_flags
 
 SCORES = ("max_prob", "energy", "mahalanobis")
 POOLER_TENSOR = "bert/pooler/dense/Tanh:0"  # --pooling cls: bert's pooled [CLS] vector
@@ -225,6 +225,8 @@ def main(argv=None):
 
     def run():
         flags = trainer_flags + ["--confidence-keeps", str(args.keep)]
+        if ["--calibrate", "none"] in flag_groups(trainer_flags):
+            raise UserError("make ood measures the calibrated model's confidence floors: leave out --calibrate none")
         check_tool_flags("ood", trainer_flags, {"--confidence-keeps": "give its --keep before the inner --"}, [flags])
         work = args.work_dir or tempfile.mkdtemp(prefix="ood-")
         data, left_out, test_rows = left_out_split(work, args.left_out, args.seed)
