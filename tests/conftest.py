@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from helpers import TRAIN_ARGS, make_rows, run_cli, write_csv, write_tiny_bert
+from helpers import ROOT, TRAIN_ARGS, make_rows, run_cli, write_csv, write_tiny_bert
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +30,17 @@ def trained(tmp_path_factory, tiny_bert_dir, tiny_csv):
     with open(os.path.join(str(out), "checkpoints", "best_export.json")) as handle:
         best = json.load(handle)
     return {"output_dir": str(out), "export_dir": best["export_dir"], "best": best, "log": result.stderr}
+
+
+@pytest.fixture(scope="session")
+def api_python():
+    """The serving environment's python (requirements_api.txt, no TensorFlow), as `make bench`,
+    `make soak` and `make chaos` serve from it."""
+    path = os.environ.get("SERVING_PYTHON") or os.path.join(ROOT, ".venv-api", "bin", "python")
+    path = path if os.path.isabs(path) else os.path.join(ROOT, path)
+    if not os.path.exists(path):
+        pytest.skip("no serving environment at %s (make api_venv builds it; make test does)" % path)
+    return path
 
 
 @pytest.fixture(scope="session")

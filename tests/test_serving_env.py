@@ -17,15 +17,6 @@ pytestmark = pytest.mark.slow  # servers started from another virtualenv
 TEXTS = ["spring maven jvm", "numpy pip pandas list", "react node npm", "Why does my code keep throwing me null?"]
 
 
-@pytest.fixture(scope="module")
-def api_python():
-    path = os.environ.get("SERVING_PYTHON") or os.path.join(ROOT, ".venv-api", "bin", "python")
-    path = path if os.path.isabs(path) else os.path.join(ROOT, path)
-    if not os.path.exists(path):
-        pytest.skip("no serving environment at %s (make api_venv builds it; make test does)" % path)
-    return path
-
-
 def test_the_serving_environment_has_no_tensorflow_and_never_imports_it(api_python):
     probe = ("import importlib.util, sys\n"
              "import bert_in_a_flask.serving.app, bert_in_a_flask.serving.predict_cli\n"
