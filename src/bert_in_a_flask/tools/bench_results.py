@@ -79,13 +79,27 @@ def check_tool_flags(tool, trainer_flags, owned, runs):
             raise UserError("%s is set by make %s: it trains on its own split in its work folder" % (flag, tool))
         if flag in owned:
             raise UserError("%s is set by make %s: %s" % (flag, tool, owned[flag]))
-    from ..training.cli import parse_args
     for flags in runs:
-        try:
-            with contextlib.redirect_stderr(io.StringIO()):  # the trainer's own line would name its --help
-                parse_args(list(flags) + list(TOOL_SET_FLAGS))
-        except UsageError as refused:
-            raise UserError("trainer flags: %s" % refused.message)
+        refused = trainer_refusal(flags)
+        if refused is None:
+            continue
+        # a refusal that names a flag the tool added, not the user, says so
+        given = {group[0] for group in flag_groups(trainer_flags)}
+        named = [" ".join(group) for group in flag_groups(flags)
+                 if group[0] not in given and re.search(r"%s\b" % re.escape(group[0]), refused)]
+        raise UserError("trainer flags: %s%s" % (refused, " (make %s adds %s)" % (tool, ", ".join(named))
+                                                  if named else ""))
+
+
+def trainer_refusal(flags):
+    """The trainer's message refusing `flags` (with the flags every tool sets), None when it takes them."""
+    from ..training.cli import parse_args
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # the trainer's own line would name its --help
+            parse_args(list(flags) + list(TOOL_SET_FLAGS))
+    except UsageError as refused:
+        return refused.message
+    return None
 
 
 def flag_groups(flags):
