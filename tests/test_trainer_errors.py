@@ -31,14 +31,19 @@ def bad_data_cases(tmp_path):
         "tiny class": ([write_csv(tmp_path / "small.csv", rows + [("a lonely text", "rust")])],
                        "class 'rust' has 1 row(s)"),
         "too few rows to stratify": ([write_csv(tmp_path / "nine.csv", make_rows(9, seed=3))],
-                                     "9 rows of 3 classes split 8 / 1, and each part needs a row per class"),
+                                     "9 rows of 3 classes split 8 / 1 for the test split, and each part needs a "
+                                     "row per class"),
+        # the test split takes 3 of 21 rows; the validation split would take 2 of the 18 left
+        "too few rows for validation": ([write_csv(tmp_path / "21.csv", make_rows(21, seed=3))],
+                                        "18 rows of 3 classes split 16 / 2 for the validation split"),
         "too few multi-label rows": ([write_csv(tmp_path / "two.csv", [("a b", "java|python"), ("c", "go")]),
                                       "--label-separator", "|"], "2 row(s) are too few to split off"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing file", "missing column", "one class", "tiny class",
-                                  "too few rows to stratify", "too few multi-label rows"])
+                                  "too few rows to stratify", "too few rows for validation",
+                                  "too few multi-label rows"])
 def test_bad_data_gives_one_line_and_exit_2(case, tmp_path, capsys, tiny_bert_dir, out_args):
     data_args, message = bad_data_cases(tmp_path)[case]
     code, err = run_train(capsys, "--data-file", *data_args, "--bert-dir", tiny_bert_dir,

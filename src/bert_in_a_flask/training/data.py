@@ -77,10 +77,10 @@ def load_splits(train_file, *, text_column="post", label_column="tags", sep=None
                         "(add rows, or pass --val-file and --test-file)" % (train_file, len(frame)))
     test = _require_rows(read(test_file), test_file, "--test-file") if test_file else None
     if test is None:
-        frame, test = split(frame, TEST_FRACTION, seed, train_file)
+        frame, test = split(frame, TEST_FRACTION, seed, train_file, "test")
     val = _require_rows(read(val_file), val_file, "--val-file") if val_file else None
     if val is None:
-        frame, val = split(frame, VAL_FRACTION_OF_REST, seed, train_file)
+        frame, val = split(frame, VAL_FRACTION_OF_REST, seed, train_file, "validation")
     labels = sorted(set().union(*label_sets(frame, label_separator)))
     for name, part in (("validation", val), ("test", test)):
         unknown = sorted(set().union(*label_sets(part, label_separator)) - set(labels))
@@ -105,18 +105,19 @@ def label_sets(frame, label_separator):
     return [label.split(label_separator) for label in frame["label"]]
 
 
-def _split_by_label(frame, fraction, seed, path):
+def _split_by_label(frame, fraction, seed, path, part):
+    """`frame` less a stratified `fraction` of it, and that fraction (the `part` split)."""
     _require_rows_per_class(frame, path)
     n_classes = frame["label"].nunique()
     held_out = _held_out_rows(len(frame), fraction)
     if min(held_out, len(frame) - held_out) < n_classes:  # a stratified split gives every class a row
-        raise UserError("%s: %d rows of %d classes split %d / %d, and each part needs a row per class "
-                        "(add rows, or pass --val-file and --test-file)"
-                        % (path, len(frame), n_classes, len(frame) - held_out, held_out))
+        raise UserError("%s: %d rows of %d classes split %d / %d for the %s split, and each part needs a row "
+                        "per class (add rows, or pass --val-file and --test-file)"
+                        % (path, len(frame), n_classes, len(frame) - held_out, held_out, part))
     return train_test_split(frame, test_size=fraction, random_state=seed, stratify=frame["label"])
 
 
-def _split_at_random(frame, fraction, seed, path):
+def _split_at_random(frame, fraction, seed, path, part):
     return train_test_split(frame, test_size=fraction, random_state=seed)
 
 
@@ -133,7 +134,7 @@ def _rows_left(n_rows, fractions):
 
 
 def _require_rows(frame, path, flag):
-    """A validation or test file with no rows would fail only after training, past --overwrite."""
+    """A validation or test file with no rows cannot be scored: refused before --overwrite deletes anything."""
     if not len(frame):
         raise UserError("%s %s has no rows (after dropping empty ones)" % (flag, path))
     return frame
