@@ -125,7 +125,7 @@ assets: venv
 	@$(VPY) -m bert_in_a_flask.tools.wheels
 
 # The tests start their servers with this venv's python, and the serving-environment tests with
-# SERVING_PYTHON's, as bench, soak and chaos serve.
+# SERVING_PYTHON's (and the chaos test), as bench, soak and chaos serve.
 test: venv assets api_venv
 	SERVING_PYTHON=$(API_VPY) $(VPY) -m pytest tests -q -p no:cacheprovider $(pytest_args)
 

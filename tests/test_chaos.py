@@ -9,7 +9,7 @@ from helpers import run_cli
 pytestmark = pytest.mark.slow  # a gunicorn server with two workers, killed and restarted
 
 
-def test_chaos_keeps_the_service_standing(trained, api_python, tmp_path):
+def test_chaos_keeps_the_service_standing(api_python, trained, tmp_path):
     # The tiny model computes 256 texts in ~10 ms, so the load generator shares the two cores with
     # the server: 2x capacity is what it can offer here, and one request admitted per worker
     # (MAX_PENDING_TEXTS=256) is the bound that suits passes this short. `make chaos` runs the

@@ -379,11 +379,12 @@ def test_make_long_texts_gives_the_window_flags_to_the_windows_run_only():
     # the trainer's refusals, found before the first run and not after it: a shortened flag, a bad pair
     ("imbalance", ["--class-w", "balanced"], "trainer flags: unrecognized arguments: --class-w"),
     ("long_texts", ["--window-loss", "text", "--pad-to-max-seq-length"], "trainer flags: --pad-to-max-seq-length"),
-    ("multilabel", ["--quantize", "int8"], "trainer flags: --quantize int8 quantizes the ONNX copy"),
     # refused because of a flag the tool adds: the message says the tool added it
     ("ood", ["--label-separator", "|"], "a multi-label model does not have (--label-separator: each label has its "
                                         "own threshold) (make ood adds --confidence-keeps 0.9)"),
     ("multilabel", ["--confidence-keeps", "0.8"], "(make multilabel adds --label-separator"),
+    ("multilabel", ["--quantize", "int8"], "trainer flags: --quantize int8 quantizes the ONNX copy, which "
+                                           "--skip-onnx turns off (make multilabel adds --skip-onnx)"),
 ])
 def test_a_tool_refuses_a_trainer_flag_it_sets_itself(capsys, tmp_path, tool, flags, message):
     """The tool would override the flag without a word, or lose its run: one error line, nothing written."""

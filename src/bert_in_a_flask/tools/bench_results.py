@@ -85,8 +85,8 @@ def check_tool_flags(tool, trainer_flags, owned, runs):
             continue
         # a refusal that names a flag the tool added, not the user, says so
         given = {group[0] for group in flag_groups(trainer_flags)}
-        named = [" ".join(group) for group in flag_groups(flags)
-                 if group[0] not in given and re.search(r"%s\b" % re.escape(group[0]), refused)]
+        named = [" ".join(group) for group in flag_groups(list(flags) + list(TOOL_SET_FLAGS))
+                 if group[0] not in given and re.search(r"(?<![\w-])%s(?![\w-])" % re.escape(group[0]), refused)]
         raise UserError("trainer flags: %s%s" % (refused, " (make %s adds %s)" % (tool, ", ".join(named))
                                                   if named else ""))
 

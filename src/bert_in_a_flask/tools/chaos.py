@@ -118,21 +118,28 @@ def unloaded_p50(url, texts, n=15):
     return percentile(latencies, 50)
 
 
-def capacity_rps(url, texts, seconds=6.0, clients=4):
-    """Requests/s the server completes with `clients` callers back to back (its compute ceiling)."""
-    done, stop = [0], time.monotonic() + seconds
+def capacity_rps(url, texts, clients, seconds=6.0):
+    """Requests/s the server completes with `clients` callers back to back (its compute ceiling),
+    counted over the time until the last answer came back. A refused caller waits 10 ms, so that
+    refusals do not take the cores from the requests being computed."""
+    lock, done, stop = threading.Lock(), [0], time.monotonic() + seconds
 
     def client():
         while time.monotonic() < stop:
-            if predict(url, texts)[0] == 200:
-                done[0] += 1
+            status = predict(url, texts)[0]
+            if status == 200:
+                with lock:
+                    done[0] += 1
+            else:
+                time.sleep(0.01)
 
+    started = time.monotonic()
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return done[0] / seconds
+    return done[0] / (time.monotonic() - started)
 
 
 def predict_total(url):
@@ -154,9 +161,9 @@ def admitted_per_worker(texts):
 
 
 def latency_bound_s(capacity, admitted):
-    """What the bounded queue promises an accepted request under overload: at most `admitted`
-    requests' compute while every worker is busy (WORKERS / capacity each), plus one more for the
-    429s and the load generator, which share the cores. The unloaded latency is no yardstick here:
+    """The bounded queue's promise to an accepted request under overload, `admitted` requests'
+    compute while every worker is busy (WORKERS / capacity each), plus one such time of slack for
+    the 429s and the load generator, which share the cores. The unloaded latency is no yardstick:
     alone, one request has every core; under load each worker has its share."""
     return (admitted + 1) * WORKERS / capacity
 
@@ -256,10 +263,12 @@ def run(args):
             raise UserError("the server never became ready; see %s" % log_path)
         texts = [TEXTS[i % len(TEXTS)] for i in range(args.texts)]
         p50 = unloaded_p50(server.url, texts)
-        capacity = capacity_rps(server.url, texts)
+        admitted = admitted_per_worker(args.texts)
+        # a caller for every request the workers admit, and one more each: the kernel hands a
+        # connection to either worker, so a worker is kept busy only with a caller to spare
+        capacity = capacity_rps(server.url, texts, clients=WORKERS * (admitted + 1))
         rss_start = max(rss for rss, _ in server.worker_rss_mib().values())
         rate = args.load * capacity
-        admitted = admitted_per_worker(args.texts)
         print("chaos: %d texts/request, unloaded p50 %.1f ms, capacity %.1f requests/s (%d workers, %d request(s) "
               "admitted each); sending %.1f/s (%gx) for %d s" % (args.texts, 1000 * p50, capacity, WORKERS, admitted,
                                                                  rate, args.load, args.seconds))
