@@ -160,12 +160,17 @@ def admitted_per_worker(texts):
     return max(1, from_env()["MAX_PENDING_TEXTS"] // texts)
 
 
+def loaded_service_s(capacity):
+    """One request's time while every worker is busy: WORKERS requests take 1 / capacity."""
+    return WORKERS / capacity
+
+
 def latency_bound_s(capacity, admitted):
     """The bounded queue's promise to an accepted request under overload, `admitted` requests'
     compute while every worker is busy (WORKERS / capacity each), plus one such time of slack for
     the 429s and the load generator, which share the cores. The unloaded latency is no yardstick:
     alone, one request has every core; under load each worker has its share."""
-    return (admitted + 1) * WORKERS / capacity
+    return (admitted + 1) * loaded_service_s(capacity)
 
 
 def ready_workers(server, pids):
@@ -352,7 +357,8 @@ def judge(rows, events, sent, wall, capacity, admitted, after_s, totals, good_at
         ("429 answers' p99 <= 100 ms", "%.1f ms" % (1000 * percentile(shed, 99)) if shed else "none",
          bool(shed) and percentile(shed, 99) <= 0.1),
         ("accepted p50 <= (admitted + 1) x loaded service time",
-         "%.1f ms vs (%d + 1) x %.1f ms" % (1000 * percentile(accepted, 50), admitted, 1000.0 * WORKERS / capacity),
+         "%.1f ms vs (%d + 1) x %.1f ms" % (1000 * percentile(accepted, 50), admitted,
+                                             1000 * loaded_service_s(capacity)),
          bool(accepted) and percentile(accepted, 50) <= latency_bound_s(capacity, admitted)),
         ("after the load, 200 within 1 s", "%.2f s" % after_s, after_s <= 1.0),
         ("/metrics counted every /predict answer, never decreasing",
