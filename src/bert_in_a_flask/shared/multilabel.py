@@ -7,15 +7,18 @@ split when it writes the export, and serving applies what the export recorded wi
 - a label's threshold is the one that maximises its F1 on the validation split (the middle of a tie);
   a label with fewer than MIN_POSITIVES_TO_TUNE validation positives is too rare to tune and gets the
   global threshold (the one threshold that maximises the micro-F1 of every label at once);
-- per-label thresholds fit the validation split's noise when a label has few positives there, so
-  they are kept only if they beat the global threshold on held-out halves of the validation split
-  (2-fold cross-validation); otherwise every label gets the global one.
+- tuned thresholds fit the validation split's noise: per-label ones when a label has few positives
+  there, the global one when the model's probabilities are calibrated near the default already. So
+  each is kept only if it beats the simpler choice (global over the default 0.5, per-label over
+  global) on held-out halves of the validation split (2-fold cross-validation).
 """
 import numpy as np
 
 from .export_contract import DEFAULT_THRESHOLD
 
 MIN_POSITIVES_TO_TUNE = 10
+# simplest first: a tuned choice is kept only where it beats the simpler ones on held-out texts
+STRATEGIES = ("fixed", "global", "per_label")
 THRESHOLD_GRID = tuple(round(0.05 + 0.01 * i, 2) for i in range(91))  # 0.05, 0.06, ..., 0.95
 
 
@@ -79,22 +82,27 @@ def tune_thresholds(probabilities, y, min_positives=MIN_POSITIVES_TO_TUNE):
 
 
 def choose_thresholds(probabilities, y, seed=0):
-    """{"thresholds", "global_threshold", "tuned", "strategy", "cv_micro_f1"}: per-label thresholds
-    ("per_label") or the global one for all ("global"), whichever scored the higher micro-F1 tuned on
-    one half of the validation texts and scored on the other (both ways round)."""
+    """{"thresholds", "global_threshold", "tuned", "strategy", "cv_micro_f1"}: the untuned default for
+    every label ("fixed"), the global threshold for all ("global") or per-label thresholds
+    ("per_label"), whichever scored the highest micro-F1 tuned on one half of the validation texts and
+    scored on the other (both ways round); a tie keeps the simpler."""
     y = np.asarray(y)
     order = np.random.RandomState(seed).permutation(len(y))
     halves = (order[:len(y) // 2], order[len(y) // 2:])
-    held_out = {"per_label": [], "global": []}
+    held_out = {strategy: [] for strategy in STRATEGIES}
     for tune, score in (halves, halves[::-1]):
         per_label, global_threshold, _ = tune_thresholds(probabilities[tune], y[tune],
                                                          max(1, MIN_POSITIVES_TO_TUNE // 2))
-        for strategy, thresholds in (("per_label", per_label), ("global", [global_threshold] * y.shape[1])):
-            held_out[strategy].append(set_scores(y[score], decide(probabilities[score], thresholds))["micro_f1"])
+        candidates = {"fixed": [DEFAULT_THRESHOLD] * y.shape[1], "global": [global_threshold] * y.shape[1],
+                      "per_label": per_label}
+        for strategy in STRATEGIES:
+            held_out[strategy].append(set_scores(y[score], decide(probabilities[score], candidates[strategy]))
+                                      ["micro_f1"])
     cv = {strategy: float(np.mean(scores)) for strategy, scores in held_out.items()}
+    strategy = max(STRATEGIES, key=lambda name: (cv[name], -STRATEGIES.index(name)))
     thresholds, global_threshold, tuned = tune_thresholds(probabilities, y)
-    strategy = "per_label" if cv["per_label"] > cv["global"] else "global"
-    if strategy == "global":
+    if strategy != "per_label":
+        global_threshold = DEFAULT_THRESHOLD if strategy == "fixed" else global_threshold
         thresholds, tuned = [global_threshold] * y.shape[1], [False] * y.shape[1]
     return {"thresholds": thresholds, "global_threshold": global_threshold, "tuned": tuned,
             "strategy": strategy, "cv_micro_f1": cv}

@@ -4,9 +4,10 @@ export beside the best one: the graph's calibration scalars (model.py) are set i
 serving_default, serve_text and the ONNX copy converted from it all answer the calibrated
 probabilities, and model_config.json's `calibration` record says what was fitted and how much it
 helped. A multi-label export (--label-separator) gets its per-label decision thresholds instead
-(shared/multilabel.py): tuned for F1 on the validation split, set in the graph's `thresholds`
-variable so serve_text chooses as the predictor does. The new export gets a newer timestamp and is
-complete before the uncalibrated one is removed, so a server watching the folder never sees half of it.
+(shared/multilabel.py): tuned for F1 on the validation split where that beats the default held out,
+set in the graph's `thresholds` variable so serve_text chooses as the predictor does. The new export
+gets a newer timestamp and is complete before the uncalibrated one is removed, so a server watching
+the folder never sees half of it.
 """
 import dataclasses
 import logging
@@ -47,9 +48,10 @@ def calibrate_export(export_dir, texts, label_sets, keep_share):
     if multi_label:
         record = fit_thresholds(raw, multilabel.multi_hot(label_sets, labels))
         calibrated_dir = write_calibrated_export(export_dir, record, {THRESHOLDS_VARIABLE: record["thresholds"]})
-        log.info("thresholds: %s (held-out micro-F1 per label %.4f, global %.4f); %d of %d labels tuned (the rest "
-                 "%.2f); validation micro-F1 %.4f at 0.5 -> %.4f; wrote %s", record["strategy"],
-                 record["cv_micro_f1"]["per_label"], record["cv_micro_f1"]["global"], sum(record["tuned"]), len(labels),
+        held_out = record["cv_micro_f1"]
+        log.info("thresholds: %s (held-out micro-F1 at 0.5 %.4f, global %.4f, per label %.4f); %d of %d labels tuned "
+                 "(the rest %.2f); validation micro-F1 %.4f at 0.5 -> %.4f; wrote %s", record["strategy"],
+                 held_out["fixed"], held_out["global"], held_out["per_label"], sum(record["tuned"]), len(labels),
                  record["global_threshold"], record["val"]["micro_f1_before"], record["val"]["micro_f1_after"],
                  calibrated_dir)
         return calibrated_dir
