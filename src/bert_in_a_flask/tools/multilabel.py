@@ -4,7 +4,7 @@ split is never seen by training or by the threshold tuning), the titles are shuf
 each once; with probability --pair-share a title is joined with the next title of a *different* tag
 into one text labelled with both tags ("java|python"), so that share of the texts are pairs; the rest
 stay single titles with their one tag. The
-demo's recipe is trained on it with --label-separator '|', and the report's test figures are printed:
+Makefile's recipe is trained on it with --label-separator '|', and the report's test figures are printed:
 micro-F1 at the tuned thresholds and at a fixed 0.5, against TF-IDF + one-vs-rest linear SVMs on the
 same split (docs/bench/multilabel-<cpu>-tf<v>.md).
 
