@@ -296,7 +296,7 @@ imbalance: venv assets
 # Several labels per text: SO titles joined in pairs of different tags (each split apart), trained with
 # --label-separator '|'; micro-F1 at the tuned thresholds, at 0.5 and of TF-IDF one-vs-rest (~9 min).
 # The demo's recipe for 3 epochs, evaluated about once an epoch (252 steps of 32): twenty sigmoids'
-# validation loss still falls after the demo's 2 epochs, and the exporter keeps the lowest.
+# validation loss still falls after 2 epochs, and the exporter keeps the lowest.
 MULTILABEL_RECIPE = --max-seq-length 64 --pooling mean --learning-rate 1e-4 --num-train-epochs 3 --eval-every-steps 250
 multilabel: venv assets
 	$(VPY) -m bert_in_a_flask.tools.multilabel $(args) -- $(MULTILABEL_RECIPE)

@@ -81,6 +81,16 @@ def tune_thresholds(probabilities, y, min_positives=MIN_POSITIVES_TO_TUNE):
     return [float(t) for t in thresholds], global_threshold, [bool(t) for t in tuned]
 
 
+def candidate_thresholds(probabilities, y, min_positives=MIN_POSITIVES_TO_TUNE):
+    """{strategy: (thresholds per label, the threshold of labels too rare to tune, which were tuned)}
+    for every one of STRATEGIES, tuned on `probabilities` and their truth `y`."""
+    per_label, global_threshold, tuned = tune_thresholds(probabilities, y, min_positives)
+    untuned = [False] * y.shape[1]
+    return {"fixed": ([DEFAULT_THRESHOLD] * y.shape[1], DEFAULT_THRESHOLD, untuned),
+            "global": ([global_threshold] * y.shape[1], global_threshold, untuned),
+            "per_label": (per_label, global_threshold, tuned)}
+
+
 def choose_thresholds(probabilities, y, seed=0):
     """{"thresholds", "global_threshold", "tuned", "strategy", "cv_micro_f1"}: the untuned default for
     every label ("fixed"), the global threshold for all ("global") or per-label thresholds
@@ -91,19 +101,12 @@ def choose_thresholds(probabilities, y, seed=0):
     halves = (order[:len(y) // 2], order[len(y) // 2:])
     held_out = {strategy: [] for strategy in STRATEGIES}
     for tune, score in (halves, halves[::-1]):
-        per_label, global_threshold, _ = tune_thresholds(probabilities[tune], y[tune],
-                                                         max(1, MIN_POSITIVES_TO_TUNE // 2))
-        candidates = {"fixed": [DEFAULT_THRESHOLD] * y.shape[1], "global": [global_threshold] * y.shape[1],
-                      "per_label": per_label}
-        for strategy in STRATEGIES:
-            held_out[strategy].append(set_scores(y[score], decide(probabilities[score], candidates[strategy]))
-                                      ["micro_f1"])
+        candidates = candidate_thresholds(probabilities[tune], y[tune], max(1, MIN_POSITIVES_TO_TUNE // 2))
+        for strategy, (thresholds, _, _) in candidates.items():
+            held_out[strategy].append(set_scores(y[score], decide(probabilities[score], thresholds))["micro_f1"])
     cv = {strategy: float(np.mean(scores)) for strategy, scores in held_out.items()}
     strategy = max(STRATEGIES, key=lambda name: (cv[name], -STRATEGIES.index(name)))
-    thresholds, global_threshold, tuned = tune_thresholds(probabilities, y)
-    if strategy != "per_label":
-        global_threshold = DEFAULT_THRESHOLD if strategy == "fixed" else global_threshold
-        thresholds, tuned = [global_threshold] * y.shape[1], [False] * y.shape[1]
+    thresholds, global_threshold, tuned = candidate_thresholds(probabilities, y)[strategy]
     return {"thresholds": thresholds, "global_threshold": global_threshold, "tuned": tuned,
             "strategy": strategy, "cv_micro_f1": cv}
 
