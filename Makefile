@@ -146,7 +146,7 @@ train: venv
 endif
 
 # A real multi-worker job on this machine: chief + (workers-1) workers + an evaluator, one process
-# each on loopback ports, each given the TF_CONFIG a scheduler would set (README "Training on a cluster").
+# each on loopback ports, each given the TF_CONFIG a scheduler would set (docs/training.md, "Training on a cluster").
 train_cluster: venv
 	$(VPY) -m bert_in_a_flask.tools.cluster --workers $(workers) --log-dir $(log_dir) -- $(args)
 

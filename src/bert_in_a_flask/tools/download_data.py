@@ -4,7 +4,7 @@
     python -m bert_in_a_flask.tools.download_data --output data/so_titles
     python -m bert_in_a_flask.tools.download_data --dataset newsgroups --output data/newsgroups
 
-Gives train.csv, val.csv and test.csv with the seed's schema: `post` (text), `tags` (label).
+Gives train.csv, val.csv and test.csv with the original CSV's schema: `post` (text), `tags` (label).
 """
 import csv
 import io
